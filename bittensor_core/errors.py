@@ -1,0 +1,21 @@
+"""The one error base class of packedbool."""
+
+
+class PackedBoolError(Exception):
+    """Base class of every error packedbool raises on its own account.
+
+    Errors that torch itself would raise for the same input (shape or device mismatches) are
+    left to torch, so code that catches torch's errors keeps working.
+    """
+
+
+class PackedBoolTypeError(PackedBoolError, TypeError):
+    """A value has the wrong dtype or type; the message names it and the fix."""
+
+
+class PackedBoolValueError(PackedBoolError, ValueError):
+    """A value is out of range; the message names it and the allowed values."""
+
+
+class CorruptPayloadError(PackedBoolError, ValueError):
+    """A serialized PackedBool does not match its own metadata or checksum."""

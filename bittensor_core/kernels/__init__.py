@@ -1,0 +1,60 @@
+"""Per-device kernel choice for pack / unpack / popcount.
+
+CPU eager tensors use numpy (1-bit), CUDA tensors use Triton when it is installed, and every
+other case (other widths, other devices, tensors being traced by torch.compile) uses the
+pure-torch reference. All paths produce the same bits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+from types import ModuleType
+
+import torch
+
+from . import torch_ref
+
+
+def _is_eager(t: torch.Tensor) -> bool:
+    # FakeTensor / FunctionalTensor are subclasses: numpy and Triton cannot see their data.
+    return type(t) is torch.Tensor and not torch.compiler.is_compiling()
+
+
+@cache
+def _numpy_cpu() -> ModuleType:
+    from . import numpy_cpu
+
+    return numpy_cpu
+
+
+@cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+
+
+def _backend(t: torch.Tensor, bits: int) -> ModuleType:
+    if _is_eager(t):
+        if t.device.type == "cpu" and bits == 1:
+            return _numpy_cpu()
+        if t.device.type == "cuda" and triton_available():
+            from . import triton_pack
+
+            return triton_pack
+    return torch_ref
+
+
+def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
+    """Bool tensor (any shape) -> uint8 packed rows, on the fastest path for its device."""
+    return _backend(mask, bits).pack(mask.contiguous(), bits)
+
+
+def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
+    """uint8 packed rows -> contiguous bool tensor of logical `shape`."""
+    return _backend(packed, bits).unpack(packed.contiguous(), shape, bits)
+
+
+def popcount(packed: torch.Tensor) -> torch.Tensor:
+    """Number of set bits in `packed` (int64 0-dim tensor on the packed tensor's device)."""
+    backend = _backend(packed, 1)
+    return backend.popcount(packed.contiguous()).to(packed.device)

@@ -1,0 +1,55 @@
+"""Pure-torch pack / unpack / popcount: any device, traceable by torch.compile.
+
+Each is a handful of whole-tensor ops (no per-element Python loop, no 8-pass shift-and-sum);
+this is also the reference the faster per-device kernels are tested against, bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..layout import last_dim, num_rows, packed_shape, per_byte, row_bytes
+
+# Multiplying 8 little-endian 0/1 bytes (one int64) by this moves byte j's bit to bit 56 + j.
+_GATHER_BITS = 0x0102040810204080
+
+
+def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack a bool tensor of any shape into uint8 rows (see `bittensor_core.layout`)."""
+    cols, k = last_dim(mask.shape), per_byte(bits)
+    nbytes = row_bytes(cols, bits)
+    rows = mask.reshape(num_rows(mask.shape), cols).view(torch.uint8)
+    if nbytes * k != cols:
+        rows = F.pad(rows, (0, nbytes * k - cols))
+    if bits == 8:
+        return rows.clone().view(packed_shape(mask.shape, bits))
+    groups = rows.reshape(rows.shape[0], nbytes, k)
+    if bits == 1:
+        if groups.storage_offset() % 8 or not groups.is_contiguous():
+            groups = groups.contiguous()
+        word = groups.view(torch.int64).squeeze(-1)
+        out = ((word * _GATHER_BITS) >> 56).to(torch.uint8)
+    else:
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=mask.device)
+        out = (groups << shifts).sum(-1, dtype=torch.uint8)
+    return out.view(packed_shape(mask.shape, bits))
+
+
+def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
+    """Inverse of `pack`: a contiguous bool tensor of logical `shape`."""
+    cols = last_dim(shape)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+    fields = (packed.unsqueeze(-1) >> shifts) & 1
+    flat = fields.reshape(*packed.shape[:-1], packed.shape[-1] * fields.shape[-1])
+    if flat.shape[-1] != cols:
+        flat = flat[..., :cols]
+    return flat.to(torch.bool).contiguous().view(shape)
+
+
+def popcount(packed: torch.Tensor) -> torch.Tensor:
+    """Total number of set bits, as an int64 0-dim tensor (SWAR bit count per byte)."""
+    x = packed - ((packed >> 1) & 0x55)
+    x = (x & 0x33) + ((x >> 2) & 0x33)
+    x = (x + (x >> 4)) & 0x0F
+    return x.sum(dtype=torch.int64)

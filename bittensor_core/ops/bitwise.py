@@ -1,0 +1,76 @@
+"""& | ^ ~ == != on packed bytes: the layout keeps padding and unused field bits at zero."""
+
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import implements
+from ..packed_bool import PackedBool
+
+aten = torch.ops.aten
+
+_BYTE_OP = {
+    aten.bitwise_and.Tensor: torch.bitwise_and,
+    aten.logical_and.default: torch.bitwise_and,
+    aten.bitwise_or.Tensor: torch.bitwise_or,
+    aten.logical_or.default: torch.bitwise_or,
+    aten.bitwise_xor.Tensor: torch.bitwise_xor,
+    aten.logical_xor.default: torch.bitwise_xor,
+    aten.ne.Tensor: torch.bitwise_xor,
+    aten.eq.Tensor: torch.bitwise_xor,  # then inverted
+}
+_IN_PLACE = {
+    aten.bitwise_and_.Tensor: torch.Tensor.bitwise_and_,
+    aten.logical_and_.default: torch.Tensor.bitwise_and_,
+    aten.bitwise_or_.Tensor: torch.Tensor.bitwise_or_,
+    aten.logical_or_.default: torch.Tensor.bitwise_or_,
+    aten.bitwise_xor_.Tensor: torch.Tensor.bitwise_xor_,
+    aten.logical_xor_.default: torch.Tensor.bitwise_xor_,
+}
+
+
+def _same_layout(a: object, b: object) -> bool:
+    """Both packed with equal shape, width and device: bytes line up one to one."""
+    return (
+        isinstance(a, PackedBool) and isinstance(b, PackedBool) and a.shape == b.shape
+        and a.bits == b.bits and a.device == b.device
+    )
+
+
+def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
+    return PackedBool.from_packed(packed, pb.shape, bits=pb.bits, unpack=pb.unpack_mode)
+
+
+@implements(*_BYTE_OP)
+def binary(func, args, kwargs):  # noqa: ANN001, ANN201
+    a, b = args[:2]
+    if not _same_layout(a, b):
+        return NotImplemented
+    out = _BYTE_OP[func](a.packed, b.packed)
+    if func is aten.eq.Tensor:
+        out ^= a._row_ones()
+    return _like(a, out)
+
+
+@implements(*_IN_PLACE)
+def binary_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
+    a, b = args[:2]
+    if not _same_layout(a, b):
+        return NotImplemented
+    _IN_PLACE[func](a.packed, b.packed)
+    a.release()
+    return a
+
+
+@implements(aten.bitwise_not.default, aten.logical_not.default)
+def invert(func, args, kwargs):  # noqa: ANN001, ANN201
+    (a,) = args
+    return _like(a, a.packed ^ a._row_ones())
+
+
+@implements(aten.bitwise_not_.default, aten.logical_not_.default)
+def invert_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
+    (a,) = args
+    a.packed.bitwise_xor_(a._row_ones())
+    a.release()
+    return a

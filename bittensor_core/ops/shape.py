@@ -1,0 +1,150 @@
+"""Shape ops that leave the last (packed) dim alone run on the uint8 storage as they are.
+
+The storage has the mask's leading dims, so select / slice / index / view / cat / stack ... on
+those dims are the same op on the bytes. Any call that would touch the last dim returns
+NotImplemented and takes the unpacking fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch._prims_common import infer_size
+from torch.utils._pytree import tree_map_only
+
+from ..dispatch import implements
+from ..packed_bool import PackedBool
+
+aten = torch.ops.aten
+
+
+def _wrap(like: PackedBool, out: object) -> object:
+    """Wrap every storage tensor in `out` as a PackedBool with `like`'s row length and width."""
+    cols = like.shape[-1]
+
+    def wrap(t: torch.Tensor) -> PackedBool:
+        return PackedBool.from_packed(t, (*t.shape[:-1], cols), bits=like.bits, unpack=like.unpack_mode)
+
+    return tree_map_only(torch.Tensor, wrap, out)
+
+
+def _leading(dim: int, ndim: int) -> bool:
+    """Is `dim` (possibly negative, for a tensor of `ndim` dims) one of the leading dims?"""
+    return ndim >= 1 and -ndim <= dim < ndim and dim % ndim != ndim - 1
+
+
+def _on_storage(func, pb: PackedBool, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
+    return _wrap(pb, func(pb.packed, *args[1:], **kwargs))
+
+
+def _dim_arg(args: tuple, kwargs: dict, position: int, default: int = 0) -> int:
+    return args[position] if len(args) > position else kwargs.get("dim", default)
+
+
+@implements(
+    aten.select.int, aten.slice.Tensor, aten.narrow.default, aten.split.Tensor,
+    aten.split_with_sizes.default, aten.unbind.int,
+)
+def along_dim(func, args, kwargs):  # noqa: ANN001, ANN201
+    """Ops whose dim is the argument after `self` (select/slice default it to 0)."""
+    pb = args[0]
+    position = 2 if func in (aten.split.Tensor, aten.split_with_sizes.default) else 1
+    if not _leading(_dim_arg(args, kwargs, position), pb.dim()):
+        return NotImplemented
+    return _on_storage(func, pb, args, kwargs)
+
+
+@implements(aten.transpose.int)
+def transpose(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, d0, d1 = args
+    if not (_leading(d0, pb.dim()) and _leading(d1, pb.dim())):
+        return NotImplemented
+    return _on_storage(func, pb, args, kwargs)
+
+
+@implements(aten.permute.default)
+def permute(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, dims = args
+    if pb.dim() == 0 or dims[-1] % pb.dim() != pb.dim() - 1:
+        return NotImplemented
+    return _on_storage(func, pb, args, kwargs)
+
+
+@implements(aten.unsqueeze.default)
+def unsqueeze(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, dim = args
+    if not _leading(dim, pb.dim() + 1):
+        return NotImplemented
+    return _on_storage(func, pb, args, kwargs)
+
+
+@implements(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)
+def squeeze(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb = args[0]
+    ndim = pb.dim()
+    dims = range(ndim) if len(args) == 1 else ([args[1]] if isinstance(args[1], int) else args[1])
+    dims = [d % ndim for d in dims if ndim and pb.shape[d] == 1]
+    if ndim == 0 or ndim - 1 in dims:
+        return NotImplemented
+    return _wrap(pb, pb.packed.squeeze(dims) if dims else pb.packed)
+
+
+def _keeps_last(pb: PackedBool, size: Sequence[int]) -> list[int] | None:
+    """The resolved new size when it keeps the row length as the last dim, else None."""
+    if pb.dim() == 0 or len(size) == 0:
+        return None
+    new = list(infer_size(size, pb.numel())) if pb.numel() else list(size)
+    return new if new[-1] == pb.shape[-1] and -1 not in new else None
+
+
+@implements(aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+def view(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, size = args
+    new = _keeps_last(pb, size)
+    if new is None:
+        return NotImplemented
+    # reshape: the wrapper always reports contiguous strides, the storage may not be.
+    return _wrap(pb, pb.packed.reshape(*new[:-1], pb.packed.shape[-1]))
+
+
+@implements(aten.expand.default)
+def expand(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, size = args[:2]
+    if pb.dim() == 0 or len(size) == 0 or size[-1] not in (-1, pb.shape[-1]):
+        return NotImplemented
+    return _wrap(pb, pb.packed.expand(*size[:-1], pb.packed.shape[-1]))
+
+
+@implements(aten.index.Tensor)
+def index(func, args, kwargs):  # noqa: ANN001, ANN201
+    pb, indices = args
+    plain = [i.unpack() if isinstance(i, PackedBool) else i for i in indices]
+    covered = sum(1 if i is None or i.dtype != torch.bool else i.dim() for i in plain)
+    if covered >= pb.dim():
+        return NotImplemented
+    return _wrap(pb, func(pb.packed, plain))
+
+
+def _stackable(tensors: Sequence[object]) -> bool:
+    first = tensors[0] if tensors else None
+    return isinstance(first, PackedBool) and first.dim() > 0 and all(
+        isinstance(t, PackedBool) and t.bits == first.bits and t.dim() == first.dim()
+        and t.shape[-1] == first.shape[-1] for t in tensors
+    )
+
+
+@implements(aten.cat.default)
+def cat(func, args, kwargs):  # noqa: ANN001, ANN201
+    tensors, dim = args[0], _dim_arg(args, kwargs, 1)
+    if not _stackable(tensors) or not _leading(dim, tensors[0].dim()):
+        return NotImplemented
+    return _wrap(tensors[0], func([t.packed for t in tensors], dim))
+
+
+@implements(aten.stack.default)
+def stack(func, args, kwargs):  # noqa: ANN001, ANN201
+    tensors, dim = args[0], _dim_arg(args, kwargs, 1)
+    if not _stackable(tensors) or not _leading(dim, tensors[0].dim() + 1):
+        return NotImplemented
+    return _wrap(tensors[0], func([t.packed for t in tensors], dim))

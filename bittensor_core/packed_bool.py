@@ -1,0 +1,165 @@
+"""`PackedBool`: a torch.Tensor subclass that stores a bool tensor at 1, 2, 4 or 8 bits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import kernels
+from .dispatch import dispatch
+from .errors import PackedBoolTypeError
+from .layout import check_bits, check_unpack_mode, last_dim
+
+
+class PackedBool(torch.Tensor):
+    """A bool tensor stored packed: `bits` bits per element in uint8 rows.
+
+    It reports ``dtype=torch.bool`` and the mask's shape and device, so code that only reads
+    ``.shape`` / ``.dtype`` cannot tell it from the bool tensor. Bitwise ops, popcount
+    reductions, clone/to/copy_ and shape ops on the leading dims run on the packed bytes; every
+    other op unpacks, runs, and returns plain tensors.
+
+    Args:
+        mask: bool tensor of any shape, device and memory format (0-dim and empty included).
+        bits: storage width per element, one of 1, 2, 4, 8.
+        unpack: ``"lazy"`` unpacks on every use and keeps nothing; ``"cached"`` keeps the
+            unpacked tensor after the first use until `release()`.
+
+    Example:
+        >>> m = torch.rand(4, 100) < 0.9
+        >>> pb = PackedBool(m)
+        >>> pb.packed.shape, pb.packed_nbytes      # 4 rows of ceil(100 / 8) bytes
+        (torch.Size([4, 13]), 52)
+        >>> torch.equal(pb.unpack(), m), int(pb.sum()) == int(m.sum())
+        (True, True)
+
+    NOTE: storage layout in `bittensor_core.layout`; with bits=1 it equals
+    ``np.packbits(mask, axis=-1, bitorder="little")``.
+    """
+
+    _packed: torch.Tensor
+    _bits: int
+    _unpack_mode: str
+    _cache: torch.Tensor | None
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @staticmethod
+    def __new__(cls, mask: torch.Tensor, *, bits: int = 1, unpack: str = "lazy") -> PackedBool:
+        check_bits(bits)
+        check_unpack_mode(unpack)
+        if isinstance(mask, PackedBool):
+            if mask.bits == bits:
+                return cls.from_packed(mask.packed, mask.shape, bits=bits, unpack=unpack)
+            mask = mask.unpack()
+        if not isinstance(mask, torch.Tensor):
+            raise PackedBoolTypeError(
+                f"PackedBool wraps a bool torch.Tensor; got {type(mask).__name__}. "
+                "Build one first, e.g. PackedBool(torch.as_tensor(mask, dtype=torch.bool))."
+            )
+        if mask.dtype != torch.bool:
+            raise PackedBoolTypeError(
+                f"PackedBool wraps bool tensors; got dtype={mask.dtype}. "
+                "Convert first, e.g. PackedBool(mask.bool()) or PackedBool(mask != 0)."
+            )
+        if mask.layout != torch.strided:
+            mask = mask.to_dense()  # sparse masks: packed storage is dense by design
+        return cls.from_packed(kernels.pack(mask, bits), mask.shape, bits=bits, unpack=unpack)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # everything happens in __new__
+
+    @classmethod
+    def from_packed(
+        cls, packed: torch.Tensor, shape: torch.Size | tuple[int, ...], *, bits: int = 1,
+        unpack: str = "lazy",
+    ) -> PackedBool:
+        """Wrap already-packed uint8 storage of logical `shape` (no copy, no validation)."""
+        self = torch.Tensor._make_wrapper_subclass(
+            cls, shape, dtype=torch.bool, device=packed.device, requires_grad=False
+        )
+        self._packed, self._bits, self._unpack_mode, self._cache = packed, bits, unpack, None
+        return self
+
+    # ---- storage ---------------------------------------------------------------------------
+    @property
+    def packed(self) -> torch.Tensor:
+        """The uint8 storage, shape (*shape[:-1], ceil(shape[-1] * bits / 8))."""
+        return self._packed
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def unpack_mode(self) -> str:
+        return self._unpack_mode
+
+    @property
+    def packed_nbytes(self) -> int:
+        """Bytes the packed storage takes (what this mask really costs in memory)."""
+        return self._packed.numel()
+
+    def unpack(self, *, fresh: bool = False) -> torch.Tensor:
+        """The mask as a plain contiguous bool tensor.
+
+        In ``"cached"`` mode the first call keeps the result and later calls return it (unless
+        `fresh`), until `release()`. Do not modify the returned tensor in place.
+        """
+        if self._cache is not None and not fresh:
+            return self._cache
+        plain = kernels.unpack(self._packed, self.shape, self._bits)
+        if self._unpack_mode == "cached" and not fresh:
+            self._cache = plain
+        return plain
+
+    def release(self) -> None:
+        """Drop the cached unpacked tensor (no-op in lazy mode)."""
+        self._cache = None
+
+    def _store(self, plain: torch.Tensor) -> None:
+        """Repack `plain` (bool, this shape) into this tensor's storage, in place."""
+        self._packed.copy_(kernels.pack(plain.expand(self.shape), self._bits))
+        self._cache = None
+
+    def _row_ones(self) -> torch.Tensor:
+        """One packed row with every element set: XOR with it is logical NOT."""
+        ones = torch.ones(last_dim(self.shape), dtype=torch.bool, device=self.device)
+        return kernels.torch_ref.pack(ones, self._bits)
+
+    # ---- tensor protocol -------------------------------------------------------------------
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        return dispatch(func, args, kwargs or {})
+
+    def __tensor_flatten__(self) -> tuple[list[str], tuple]:
+        return ["_packed"], (tuple(self.shape), self._bits, self._unpack_mode)
+
+    @staticmethod
+    def __tensor_unflatten__(inner: dict, meta: tuple, outer_size, outer_stride):  # noqa: ANN001, ANN205
+        shape, bits, unpack = meta
+        return PackedBool.from_packed(inner["_packed"], outer_size, bits=bits, unpack=unpack)
+
+    def __reduce_ex__(self, protocol: int):  # noqa: ANN204
+        from .serialization import reduce_packed_bool
+
+        return reduce_packed_bool(self)
+
+    def __deepcopy__(self, memo: dict) -> PackedBool:
+        return PackedBool.from_packed(
+            self._packed.clone(), self.shape, bits=self._bits, unpack=self._unpack_mode
+        )
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:  # noqa: D105
+        body = repr(self.unpack(fresh=True)).replace("\n", "\n    ")
+        return (
+            f"PackedBool(bits={self._bits}, unpack={self._unpack_mode!r}, "
+            f"packed_nbytes={self.packed_nbytes},\n    {body})"
+        )
+
+    def numpy(self, *, force: bool = False):  # noqa: ANN201
+        return self.unpack(fresh=True).numpy(force=force)
+
+    def tolist(self) -> Any:
+        return self.unpack(fresh=True).tolist()
