@@ -5,6 +5,7 @@
 
 from . import ops as _ops  # noqa: F401  (fills the dispatch table)
 from . import serialization as _serialization  # noqa: F401  (registers the safe global)
+from .census import SavedTensorCensus
 from .dispatch import implements
 from .errors import CorruptPayloadError, PackedBoolError, PackedBoolTypeError, PackedBoolValueError
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, row_bytes
@@ -19,6 +20,7 @@ __all__ = [
     "PackedBoolError",
     "PackedBoolTypeError",
     "PackedBoolValueError",
+    "SavedTensorCensus",
     "implements",
     "pack_saved_bools",
     "packed_shape",
