@@ -141,6 +141,11 @@ class PackedBool(torch.Tensor):
         shape, bits, unpack = meta
         return PackedBool.from_packed(inner["_packed"], outer_size, bits=bits, unpack=unpack)
 
+    def _stable_hash_for_caching(self) -> str:
+        # Metadata only (what a compiled graph depends on), as torch's AOT autograd cache expects.
+        p = self._packed
+        return f"PackedBool|{tuple(self.shape)}|{self._bits}|{self._unpack_mode}|{p.device.type}|{p.stride()}"
+
     def __reduce_ex__(self, protocol: int):  # noqa: ANN204
         from .serialization import reduce_packed_bool
 
@@ -157,6 +162,12 @@ class PackedBool(torch.Tensor):
             f"PackedBool(bits={self._bits}, unpack={self._unpack_mode!r}, "
             f"packed_nbytes={self.packed_nbytes},\n    {body})"
         )
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        # Indexing the packed last dim cannot give a view into the bits: write through a copy.
+        plain = self.unpack(fresh=True)
+        plain[index] = value.unpack() if isinstance(value, PackedBool) else value
+        self._store(plain)
 
     def numpy(self, *, force: bool = False):  # noqa: ANN201
         return self.unpack(fresh=True).numpy(force=force)

@@ -12,7 +12,7 @@ import zlib
 import torch
 
 from .errors import CorruptPayloadError
-from .layout import WIDTHS, UNPACK_MODES, packed_shape
+from .layout import UNPACK_MODES, WIDTHS, packed_shape
 
 
 def _crc(packed: torch.Tensor) -> int:

@@ -1,0 +1,127 @@
+"""Plain-torch reference of the fused Triton dropout in `triton_dropout`, bit for bit.
+
+Forward keeps each element with probability 1 - p and scales it by 1 / (1 - p); backward scales
+the gradient by the same mask. The mask comes from Philox4x32-10 (Triton's `tl.randint4x`, not
+the generator of `torch.native_dropout`), so it is a pure function of (seed, offset, position):
+
+NOTE: the keep bit of packed byte g (row-major over `packed_shape(shape, 1)`), bit b, is
+``philox(seed, counter=offset + 2 * g + b // 4)[b % 4] >= keep_threshold(p)``; padding bits use
+counters too and are then cleared. One call uses Philox counters [offset, offset + 2 * n_bytes).
+
+`keep_mask` regenerates that mask here in torch (int64 arithmetic), so tests compare the kernel
+with it exactly. `forward` / `backward` apply a packed mask with the kernels' arithmetic:
+``(v.float() * keep * scale).to(v.dtype)`` with scale rounded to float32 first.
+
+Example::
+
+    >>> keep = keep_mask((2, 5), p=0.1, seed=7)          # bool (2, 5)
+    >>> y = forward(x, torch_ref.pack(keep, 1), p=0.1)   # x: float (2, 5)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import PackedBoolTypeError, PackedBoolValueError
+from ..layout import last_dim, num_rows, packed_shape, row_bytes
+from . import torch_ref
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+_M32 = 0xFFFFFFFF
+_PHILOX_KEY_A, _PHILOX_KEY_B = 0x9E3779B9, 0xBB67AE85
+_PHILOX_ROUND_A, _PHILOX_ROUND_B = 0xD2511F53, 0xCD9E8D57
+_PHILOX_ROUNDS = 10
+
+
+def check_p(p: float) -> float:
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise PackedBoolValueError(f"dropout probability p={p!r} must be a number in [0, 1].")
+    return float(p)
+
+
+def check_seed(seed: int, offset: int = 0) -> None:
+    if not (isinstance(seed, int) and 0 <= seed < 2**64):
+        raise PackedBoolValueError(f"seed={seed!r} must be an int in [0, 2**64); draw one with draw_seed().")
+    if not (isinstance(offset, int) and 0 <= offset < 2**62):
+        raise PackedBoolValueError(f"offset={offset!r} must be an int in [0, 2**62).")
+
+
+def check_dtype(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise PackedBoolTypeError(
+            f"{name} has dtype={t.dtype}; the fused dropout supports {SUPPORTED_DTYPES}. "
+            "Use torch.nn.functional.dropout for other dtypes."
+        )
+
+
+def dropout_scale(p: float) -> float:
+    """1 / (1 - p) rounded to float32 (0 when p == 1), the factor both paths multiply by."""
+    p = check_p(p)
+    return 0.0 if p == 1.0 else float(torch.tensor(1.0 / (1.0 - p), dtype=torch.float32))
+
+
+def keep_threshold(p: float) -> int:
+    """Keep an element when its uint32 Philox draw is >= this: P(keep) = 1 - p to within 2**-33."""
+    return round(check_p(p) * 2**32)
+
+
+def philox_counters(shape: torch.Size | tuple[int, ...]) -> int:
+    """Philox counters one call consumes for a tensor of `shape`; the next call's offset += this."""
+    return 2 * math.prod(packed_shape(shape, 1))
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """A fresh seed from torch's CPU generator, so `torch.manual_seed` makes runs repeatable."""
+    return int(torch.randint(0, 2**63 - 1, (), generator=generator))
+
+
+def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # 32 x 32 -> 64-bit product of uint32 values held in int64, split at 16 bits so nothing overflows.
+    t = a * (b & 0xFFFF)
+    u = a * (b >> 16) + (t >> 16)
+    return u >> 16, ((u & 0xFFFF) << 16) | (t & 0xFFFF)
+
+
+def philox4x32(seed: int, counter: torch.Tensor) -> torch.Tensor:
+    """Philox4x32-10 of int64 `counter` (N,) under `seed`, as Triton's randint4x: (N, 4) uint32 in int64."""
+    c0, c1 = counter & _M32, (counter >> 32) & _M32
+    c2 = c3 = torch.zeros_like(counter)
+    k0, k1 = seed & _M32, (seed >> 32) & _M32
+    for _ in range(_PHILOX_ROUNDS):
+        hi_b, lo_b = _mul_hi_lo(_PHILOX_ROUND_B, c2)
+        hi_a, lo_a = _mul_hi_lo(_PHILOX_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + _PHILOX_KEY_A) & _M32, (k1 + _PHILOX_KEY_B) & _M32
+    return torch.stack((c0, c1, c2, c3), dim=-1)
+
+
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], p: float, seed: int, offset: int = 0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The bool keep-mask of logical `shape` that the fused forward draws for (p, seed, offset)."""
+    check_seed(seed, offset)
+    rows, cols = num_rows(shape), last_dim(shape)
+    padded_cols = row_bytes(cols, 1) * 8
+    counter = offset + torch.arange(rows * padded_cols // 4, dtype=torch.int64, device=device)
+    draws = philox4x32(seed, counter).reshape(rows, padded_cols)
+    return (draws[:, :cols] >= keep_threshold(p)).reshape(shape)
+
+
+def apply_mask(v: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """``(v * keep * scale)`` computed in float32 and rounded once to v's dtype (the kernels' formula)."""
+    check_dtype(v, "input")
+    return (v.to(torch.float32) * keep.to(torch.float32) * dropout_scale(p)).to(v.dtype)
+
+
+def forward(x: torch.Tensor, packed: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout output of `x` (any shape) under the 1-bit packed keep-mask `packed`."""
+    return apply_mask(x, torch_ref.unpack(packed, x.shape, 1), p)
+
+
+def backward(grad: torch.Tensor, packed: torch.Tensor, p: float) -> torch.Tensor:
+    """Gradient of the input given the output gradient and the same packed keep-mask."""
+    return apply_mask(grad, torch_ref.unpack(packed, grad.shape, 1), p)
