@@ -66,6 +66,7 @@ def test_bit_level_example_from_the_docs() -> None:
     mask = torch.tensor([[True, False, True, True, False, False, False, False, True, True]])
     assert PackedBool(mask).packed.tolist() == [[0b00001101, 0b00000011]]
     assert PackedBool(mask, bits=2).packed.tolist() == [[0b01010001, 0b00000000, 0b00000101]]
+    assert PackedBool(mask, bits=4).packed.tolist() == [[0b1, 0b00010001, 0, 0, 0b00010001]]
 
 
 def test_non_contiguous_and_channels_last_inputs() -> None:

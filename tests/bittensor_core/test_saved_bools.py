@@ -36,7 +36,7 @@ def _grads(hooks: object | None, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 def test_gradients_identical(bits: int) -> None:
     reference = _grads(None)
     packed = _grads(pack_saved_bools(bits))
-    assert all(torch.equal(a, b) for a, b in zip(reference, packed))
+    assert all(torch.equal(a, b) for a, b in zip(reference, packed, strict=True))
 
 
 def test_masks_of_masked_fill_where_and_dropout_are_packed() -> None:
