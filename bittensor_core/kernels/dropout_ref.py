@@ -5,11 +5,11 @@ the gradient by the same mask. The mask comes from Philox4x32-10 (Triton's `tl.r
 the generator of `torch.native_dropout`), so it is a pure function of (seed, offset, position):
 
 NOTE: the keep bit of packed byte g (row-major over `packed_shape(shape, 1)`), bit b, is
-``philox(seed, counter=offset + 2 * g + b // 4)[b % 4] >= keep_threshold(p)``; padding bits use
+``randint4x(seed, offset + 2 * g + b // 4)[b % 4] >= keep_threshold(p)``; padding bits use
 counters too and are then cleared. One call uses Philox counters [offset, offset + 2 * n_bytes).
 
-`keep_mask` regenerates that mask here in torch (int64 arithmetic), so tests compare the kernel
-with it exactly. `forward` / `backward` apply a packed mask with the kernels' arithmetic:
+`keep_mask` regenerates that mask here in torch (int64 arithmetic; Philox checked against the
+Random123 known-answer vectors), so tests compare the kernel with it exactly. `forward` / `backward` apply a packed mask with the kernels' arithmetic:
 ``(v.float() * keep * scale).to(v.dtype)`` with scale rounded to float32 first.
 
 Example::
@@ -85,17 +85,26 @@ def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u >> 16, ((u & 0xFFFF) << 16) | (t & 0xFFFF)
 
 
-def philox4x32(seed: int, counter: torch.Tensor) -> torch.Tensor:
-    """Philox4x32-10 of int64 `counter` (N,) under `seed`, as Triton's randint4x: (N, 4) uint32 in int64."""
-    c0, c1 = counter & _M32, (counter >> 32) & _M32
-    c2 = c3 = torch.zeros_like(counter)
-    k0, k1 = seed & _M32, (seed >> 32) & _M32
+def philox4x32_10(
+    counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], key: tuple[int, int]
+) -> torch.Tensor:
+    """Philox4x32-10 (Random123; Triton's `philox_impl`) of 4 uint32 counter words held in int64
+    tensors of one shape (N,) under a 2-word key: the (N, 4) uint32 outputs, in int64."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
     for _ in range(_PHILOX_ROUNDS):
         hi_b, lo_b = _mul_hi_lo(_PHILOX_ROUND_B, c2)
         hi_a, lo_a = _mul_hi_lo(_PHILOX_ROUND_A, c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _PHILOX_KEY_A) & _M32, (k1 + _PHILOX_KEY_B) & _M32
     return torch.stack((c0, c1, c2, c3), dim=-1)
+
+
+def randint4x(seed: int, counter: torch.Tensor) -> torch.Tensor:
+    """Triton's ``tl.randint4x(seed, counter)`` for an int64 `counter` (N,): (N, 4) uint32 in int64."""
+    zero = torch.zeros_like(counter)
+    words = (counter & _M32, (counter >> 32) & _M32, zero, zero)
+    return philox4x32_10(words, (seed & _M32, (seed >> 32) & _M32))
 
 
 def keep_mask(
@@ -107,7 +116,7 @@ def keep_mask(
     rows, cols = num_rows(shape), last_dim(shape)
     padded_cols = row_bytes(cols, 1) * 8
     counter = offset + torch.arange(rows * padded_cols // 4, dtype=torch.int64, device=device)
-    draws = philox4x32(seed, counter).reshape(rows, padded_cols)
+    draws = randint4x(seed, counter).reshape(rows, padded_cols)
     return (draws[:, :cols] >= keep_threshold(p)).reshape(shape)
 
 

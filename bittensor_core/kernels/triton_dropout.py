@@ -12,9 +12,10 @@ so ``PackedBool.from_packed(packed, x.shape)`` wraps it without a copy.
 
 Example::
 
-    >>> x = torch.randn(8, 768, device="cuda", requires_grad=False)
+    >>> x = torch.randn(8, 768, device="cuda")
     >>> y, packed = fused_dropout_forward(x, p=0.1, seed=draw_seed())   # packed: uint8 (8, 96)
     >>> gx = fused_dropout_backward(torch.ones_like(y), packed, p=0.1)
+    >>> # or save only the seed: fused_dropout_seeded_backward(torch.ones_like(y), 0.1, seed) == gx
 """
 
 from __future__ import annotations
@@ -26,17 +27,31 @@ import triton.language as tl
 from ..errors import PackedBoolTypeError, PackedBoolValueError
 from ..layout import packed_shape
 from .dropout_ref import check_dtype, check_seed, draw_seed, dropout_scale, keep_threshold
-from .triton_pack import byte_tile, check_runnable, launch_geometry
+from .triton_pack import byte_tile, check_runnable, launch_geometry, on_device
 
-__all__ = ["draw_seed", "fused_dropout_backward", "fused_dropout_forward"]
+__all__ = ["draw_seed", "fused_dropout_backward", "fused_dropout_forward", "fused_dropout_seeded_backward"]
 
 _BYTES_PER_PROGRAM = 128  # x 8 elements each: 1024 elements per program
 
 
 @triton.jit
+def _round_to_bf16(v):
+    # float32 -> bfloat16, round to nearest even, NaN kept NaN: c10::BFloat16's rounding, spelled out
+    # because the interpreter's .to(tl.bfloat16) truncates while compiled code rounds.
+    u = v.to(tl.uint32, bitcast=True)
+    u = tl.where(v != v, 0x7FC0, (u + 0x7FFF + ((u >> 16) & 1)) >> 16)
+    return u.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
 def _scale_by_mask(v, keep, scale):
     # (v * keep) * scale in float32, rounded once to v's dtype: dropout_ref.apply_mask.
-    return (v.to(tl.float32) * keep.to(tl.float32) * scale).to(v.dtype)
+    out = v.to(tl.float32) * keep.to(tl.float32) * scale
+    if v.dtype == tl.bfloat16:
+        res = _round_to_bf16(out)
+    else:
+        res = out.to(v.dtype)
+    return res
 
 
 @triton.jit
@@ -53,13 +68,14 @@ def _keep_bits(seed, offset, byte, threshold):
 
 @triton.jit
 def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, n_bytes, cols, row_nbytes, seed, offset, threshold, scale,
-                        BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+                        BLOCK: tl.constexpr, ALIGNED: tl.constexpr, WRITE_MASK: tl.constexpr):
     byte, byte_ok, elem, elem_ok = byte_tile(n_bytes, cols, row_nbytes, BLOCK, 8, ALIGNED)
     shifts = tl.arange(0, 8)[None, :]
     keep = ((_keep_bits(seed, offset, byte, threshold)[:, None] >> shifts) & 1) * elem_ok.to(tl.int32)
     x = tl.load(x_ptr + elem, mask=elem_ok, other=0.0)
     tl.store(y_ptr + elem, _scale_by_mask(x, keep, scale), mask=elem_ok)
-    tl.store(mask_ptr + byte, tl.sum(keep << shifts, axis=1).to(tl.uint8), mask=byte_ok)
+    if WRITE_MASK:
+        tl.store(mask_ptr + byte, tl.sum(keep << shifts, axis=1).to(tl.uint8), mask=byte_ok)
 
 
 @triton.jit
@@ -76,6 +92,26 @@ def _grid(n_bytes: int) -> tuple[int]:
     return (triton.cdiv(n_bytes, _BYTES_PER_PROGRAM),)
 
 
+def _masked_scale(
+    x: torch.Tensor, p: float, seed: int, offset: int, write_mask: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # The forward kernel; without write_mask it only scales (the seeded backward).
+    check_seed(seed, offset)
+    check_runnable(x, "x")
+    scale, threshold = dropout_scale(p), keep_threshold(p)
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    packed = torch.empty(packed_shape(x.shape, 1) if write_mask else 0, dtype=torch.uint8, device=x.device)
+    if x.numel():
+        n_bytes, cols, nbytes, aligned = launch_geometry(x.shape, 1)
+        with on_device(x):
+            _dropout_fwd_kernel[_grid(n_bytes)](
+                x, y, packed, n_bytes, cols, nbytes, seed, offset, threshold, scale,
+                BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned, WRITE_MASK=write_mask,
+            )
+    return y, packed
+
+
 def fused_dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Dropout of `x` (any shape; float16 / bfloat16 / float32) in one pass.
 
@@ -85,19 +121,7 @@ def fused_dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int = 0)
     advanced offset) per call.
     """
     check_dtype(x, "x")
-    check_seed(seed, offset)
-    check_runnable(x, "x")
-    scale, threshold = dropout_scale(p), keep_threshold(p)
-    x = x.contiguous()
-    y = torch.empty_like(x)
-    packed = torch.empty(packed_shape(x.shape, 1), dtype=torch.uint8, device=x.device)
-    if x.numel():
-        n_bytes, cols, nbytes, aligned = launch_geometry(x.shape, 1)
-        _dropout_fwd_kernel[_grid(n_bytes)](
-            x, y, packed, n_bytes, cols, nbytes, seed, offset, threshold, scale,
-            BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned,
-        )
-    return y, packed
+    return _masked_scale(x, p, seed, offset, write_mask=True)
 
 
 def fused_dropout_backward(grad: torch.Tensor, packed: torch.Tensor, p: float) -> torch.Tensor:
@@ -122,8 +146,20 @@ def fused_dropout_backward(grad: torch.Tensor, packed: torch.Tensor, p: float) -
     out = torch.empty_like(grad)
     if grad.numel():
         n_bytes, cols, nbytes, aligned = launch_geometry(grad.shape, 1)
-        _dropout_bwd_kernel[_grid(n_bytes)](
-            grad, packed.contiguous(), out, n_bytes, cols, nbytes, scale,
-            BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned,
-        )
+        with on_device(grad):
+            _dropout_bwd_kernel[_grid(n_bytes)](
+                grad, packed.contiguous(), out, n_bytes, cols, nbytes, scale,
+                BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned,
+            )
     return out
+
+
+def fused_dropout_seeded_backward(grad: torch.Tensor, p: float, seed: int, offset: int = 0) -> torch.Tensor:
+    """Input gradient when nothing but (seed, offset) was saved: draws the forward's mask again.
+
+    Equals ``fused_dropout_backward(grad, packed, p)`` for the `packed` that
+    ``fused_dropout_forward(x, p, seed, offset)`` returned for x of grad's shape (0 bytes saved per
+    element, at the price of the Philox draws in backward).
+    """
+    check_dtype(grad, "grad")
+    return _masked_scale(grad, p, seed, offset, write_mask=False)[0]

@@ -2,7 +2,8 @@
 
 One program handles BLOCK packed bytes as a (BLOCK, per_byte) tile of elements: it reads every
 input byte once and writes every output byte once, so the kernels are bandwidth-bound.
-Empty tensors go to the torch reference (there is nothing to launch).
+Empty tensors (nothing to launch) and bits=8 (a byte copy, which torch already does at full
+bandwidth) go to the torch reference.
 
 NOTE: Triton chooses between compiling and interpreting when a kernel is decorated, i.e. when this
 module is imported. To run these kernels on CPU tensors (tests, no GPU), set TRITON_INTERPRET=1
@@ -18,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 
 import torch
@@ -44,6 +47,11 @@ def check_runnable(t: torch.Tensor, name: str) -> None:
         "bittensor_core.kernels (it picks the path for each device), or set TRITON_INTERPRET=1 "
         "before importing triton to run them on CPU tensors."
     )
+
+
+def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on t's GPU (Triton launches on the current device), nothing to do on CPU."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 @triton.jit
@@ -110,9 +118,10 @@ def _launch(kernel, src: torch.Tensor, dst: torch.Tensor, shape, bits: int) -> N
     n_bytes, cols, nbytes, aligned = launch_geometry(shape, bits)
     k = per_byte(bits)
     block = _ELEMS_PER_PROGRAM // k
-    kernel[(triton.cdiv(n_bytes, block),)](
-        src, dst, n_bytes, cols, nbytes, BITS=bits, K=k, BLOCK=block, ALIGNED=aligned
-    )
+    with on_device(src):
+        kernel[(triton.cdiv(n_bytes, block),)](
+            src, dst, n_bytes, cols, nbytes, BITS=bits, K=k, BLOCK=block, ALIGNED=aligned
+        )
 
 
 def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
@@ -120,7 +129,7 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     if mask.dtype != torch.bool:
         raise PackedBoolTypeError(f"pack needs a bool mask, got dtype={mask.dtype}; compare first (x > 0).")
     check_runnable(mask, "mask")
-    if mask.numel() == 0:
+    if mask.numel() == 0 or bits == 8:
         return torch_ref.pack(mask, bits)
     out = torch.empty(packed_shape(mask.shape, bits), dtype=torch.uint8, device=mask.device)
     _launch(_pack_kernel, mask.contiguous().view(torch.uint8), out, mask.shape, bits)
@@ -137,9 +146,10 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
             f"packed has shape {tuple(packed.shape)}, but shape={tuple(shape)} at bits={bits} "
             f"needs {packed_shape(shape, bits)}."
         )
+    if bits == 8 or math.prod(shape) == 0:
+        return torch_ref.unpack(packed, shape, bits)
     out = torch.empty(shape, dtype=torch.bool, device=packed.device)
-    if out.numel():
-        _launch(_unpack_kernel, packed.contiguous(), out.view(torch.uint8), shape, bits)
+    _launch(_unpack_kernel, packed.contiguous(), out.view(torch.uint8), shape, bits)
     return out
 
 
@@ -150,5 +160,6 @@ def popcount(packed: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return torch_ref.popcount(packed)
     partial = torch.empty(triton.cdiv(n, _POPCOUNT_BLOCK), dtype=torch.int32, device=packed.device)
-    _popcount_kernel[(partial.numel(),)](packed.contiguous(), partial, n, BLOCK=_POPCOUNT_BLOCK)
+    with on_device(packed):
+        _popcount_kernel[(partial.numel(),)](packed.contiguous(), partial, n, BLOCK=_POPCOUNT_BLOCK)
     return partial.sum(dtype=torch.int64)
