@@ -1,1 +1,41 @@
-"""Adapters to other libraries, imported on demand."""
+"""Adapters to other libraries, imported on demand.
+
+``import integrations`` is cheap: it imports neither transformers nor the packed layers; the
+names below load their module on first use.
+
+- `patch_model`, `unpatch_model`, `report`, `PatchReport` (Hugging Face transformers models):
+  `integrations.huggingface`; the attention / mask / experts functions it registers live in
+  `integrations.hf_attention` and `integrations.hf_moe`.
+- `flash_attention`, `can_delegate`: flash-attn delegation, `integrations.flash_attn`.
+- Real offline model and data: `integrations.sources`.
+
+Example:
+    >>> from integrations import patch_model
+    >>> print(patch_model(model))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "patch_model": "huggingface",
+    "unpatch_model": "huggingface",
+    "report": "huggingface",
+    "PatchReport": "huggingface",
+    "flash_attention": "flash_attn",
+    "can_delegate": "flash_attn",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'integrations' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -351,10 +351,10 @@ def load_text_classification(
         ) from exc
 
     def rows(split: str) -> list[tuple[str | tuple[str, str], int]]:
-        texts = zip(*(splits[split][c] for c in columns[name]))
+        texts = zip(*(splits[split][c] for c in columns[name]), strict=False)
         return [
             (t[0] if len(t) == 1 else t, int(y))
-            for t, y in zip(texts, splits[split]["label"])
+            for t, y in zip(texts, splits[split]["label"], strict=False)
         ]
 
     return rows("train")[:limit], rows("validation")

@@ -112,7 +112,7 @@ def test_env_var_sets_default_cache(
 def test_raw_file_is_the_documented_format(raw_ground_truth: Path) -> None:
     lines = raw_ground_truth.read_bytes().decode("utf-8").split("\r\n")
     assert len(lines) == 10_605
-    ids, ratings, _texts = zip(*(line.split("\t") for line in lines))
+    ids, ratings, _texts = zip(*(line.split("\t") for line in lines), strict=False)
     assert list(ids) == [str(i) for i in range(1, 10_606)]
     values = [float(r) for r in ratings]
     assert sum(v == 0 for v in values) == 37

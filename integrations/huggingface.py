@@ -1,0 +1,277 @@
+"""One call patches a transformers model so that its binary training masks are kept packed.
+
+`patch_model` works on the model instance only, through public mechanisms:
+
+- every ``nn.Dropout`` module is swapped for a `layers.PackedDropout` (found by walking
+  ``named_modules()``, replaced with ``set_submodule``; same p, same RNG stream, 1-bit mask);
+- attention-probability dropout and boolean attention masks go through an attention function and
+  a mask function registered with transformers' ``AttentionInterface`` / ``AttentionMaskInterface``
+  under one name (see `hf_attention`), selected with ``model.set_attn_implementation``;
+- MoE expert dispatch goes through an experts function registered with ``ExpertsInterface``
+  (see `hf_moe`), selected with ``model.set_experts_implementation``.
+
+`unpatch_model` puts the original modules and implementations back; `report` says what is
+patched now. Patching twice is harmless: a second call first undoes the first.
+
+Example:
+    >>> from integrations import patch_model
+    >>> model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased")
+    >>> print(patch_model(model))      # train as before; masks now take 1 bit per element
+    packed: dropout=38, attention=12, router=0 (attn_implementation='packedbool')
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from functools import cache
+
+from torch import nn
+
+from layers import MaskStorage, PackedDropout
+
+KINDS = ("dropout", "attention", "router")
+_STATE = "_packedbool_patch"
+
+
+@dataclass
+class PatchReport:
+    """What `patch_model` packed, and what it left alone and why.
+
+    Attributes:
+        replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``attention``
+            (attention modules now on the packed attention function), ``router`` (MoE expert
+            modules now dispatching through a packed routing mask).
+        skipped: (where, why) for everything a user might expect packed but is not.
+        attn_implementation / experts_implementation: the registry names now set, or None.
+    """
+
+    replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    attn_implementation: str | None = None
+    experts_implementation: str | None = None
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{kind}={n}" for kind, n in self.replaced.items())
+        names = [
+            f"{what}={name!r}"
+            for what, name in (
+                ("attn_implementation", self.attn_implementation),
+                ("experts_implementation", self.experts_implementation),
+            )
+            if name is not None
+        ]
+        lines = [f"packed: {counts}" + (f" ({', '.join(names)})" if names else "")]
+        lines += [f"not packed: {where}: {why}" for where, why in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass
+class _PatchState:
+    """Kept on the patched model so that `unpatch_model` can undo exactly what was done."""
+
+    originals: dict[str, nn.Module]  # module path -> the module that was there before
+    attn_before: dict[str, str | None] | None  # None: attention was not switched
+    experts_before: dict[str, str | None] | None
+    skipped: list[tuple[str, str]]
+
+
+def patch_model(
+    model: nn.Module,
+    *,
+    bits: int = 1,
+    unpack: str = "lazy",
+    dropout: bool = True,
+    attention: bool = True,
+    router: bool = True,
+    storage: str = "packed",
+    sampler: str = "exact",
+    flash: bool = True,
+) -> PatchReport:
+    """Patch `model` in place so its binary training masks are stored at `bits` bits per element.
+
+    Args:
+        model: a transformers ``PreTrainedModel`` (or any nn.Module: then only its nn.Dropout
+            modules are swapped), possibly wrapped in DDP (the model inside is patched). Patch
+            before ``torch.compile``: a compiled model keeps the graph it traced.
+        bits: storage width of every mask: 1 (default), 2, 4 or 8.
+        unpack: ``"lazy"`` (unpack on use, keep nothing) or ``"cached"``.
+        dropout: swap ``nn.Dropout`` modules for ``PackedDropout`` (bit-identical outputs).
+        attention: route attention through the packed attention and mask functions.
+        router: route MoE experts through the packed dispatch mask.
+        storage: ``"packed"`` or ``"seeded"`` (0 bits: regenerate masks in backward).
+        sampler: ``"exact"`` (nn.Dropout's random numbers) or ``"fast"`` (dropout modules only).
+        flash: let attention delegate to flash-attn where it can run (CUDA, fp16/bf16, no mask).
+
+    Returns:
+        A `PatchReport`; ``print`` it to see what was packed and what was not, and why.
+
+    Example:
+        >>> report = patch_model(model, bits=1)
+        >>> report.replaced
+        {'dropout': 38, 'attention': 12, 'router': 0}
+        >>> unpatch_model(model)   # back to the original modules and attention implementation
+    """
+    options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
+    model = _unwrap(model)
+    unpatch_model(model)
+    state = _PatchState({}, None, None, [])
+    object.__setattr__(model, _STATE, state)  # a plain attribute: not a submodule, not in state_dict
+    try:
+        if dropout:
+            _swap_dropouts(model, options, state)
+        if attention:
+            _switch_attention(model, options, flash, state)
+        if router:
+            _switch_experts(model, options, state)
+    except BaseException:
+        unpatch_model(model)  # nothing half-patched
+        raise
+    return report(model)
+
+
+def unpatch_model(model: nn.Module) -> PatchReport:
+    """Undo `patch_model`: original modules, attention and experts implementations. No-op if unpatched.
+
+    Returns:
+        The report of the (now unpatched) model: all counts 0.
+    """
+    model = _unwrap(model)
+    state: _PatchState | None = model.__dict__.pop(_STATE, None)
+    if state is not None:
+        for path, original in state.originals.items():
+            model.set_submodule(path, original)
+        if state.attn_before is not None:
+            model.set_attn_implementation(state.attn_before)
+        if state.experts_before is not None:
+            model.set_experts_implementation(state.experts_before)
+    return report(model)
+
+
+def report(model: nn.Module) -> PatchReport:
+    """What is packed in `model` now (counted from the model itself) and what was skipped and why."""
+    model = _unwrap(model)
+    state: _PatchState | None = model.__dict__.get(_STATE)
+    out = PatchReport(skipped=list(state.skipped) if state else [])
+    out.replaced["dropout"] = sum(isinstance(m, PackedDropout) for m in model.modules())
+    if state is not None and state.attn_before is not None:
+        out.attn_implementation = model.config._attn_implementation
+        out.replaced["attention"] = sum(_dispatches(type(m), "ALL_ATTENTION_FUNCTIONS") for m in model.modules())
+    if state is not None and state.experts_before is not None:
+        out.experts_implementation = model.config._experts_implementation
+        out.replaced["router"] = sum(_is_experts(m) for m in model.modules())
+    return out
+
+
+# ---- the three kinds ----------------------------------------------------------------------------
+def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
+    replacements: dict[int, nn.Module] = {}  # one replacement per module, even if registered twice
+    for path, module in list(model.named_modules(remove_duplicate=False)):
+        if type(module) is nn.Dropout:
+            if id(module) not in replacements:
+                new = PackedDropout(
+                    module.p, module.inplace, bits=options.bits, unpack=options.unpack,
+                    storage=options.storage, sampler=options.sampler,
+                )
+                replacements[id(module)] = new.train(module.training)
+            state.originals[path] = module
+            model.set_submodule(path, replacements[id(module)])
+        elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, PackedDropout):
+            state.skipped.append(
+                (path, f"{type(module).__name__} is not nn.Dropout (it draws a different mask); left as is")
+            )
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
+        if _calls_functional_dropout(cls):
+            state.skipped.append(
+                (cls.__qualname__, "calls nn.functional.dropout in its code; that mask is not packed")
+            )
+
+
+def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state: _PatchState) -> None:
+    from .hf_attention import register_attention
+
+    if not hasattr(model, "set_attn_implementation"):
+        state.skipped.append(("attention", f"{type(model).__name__} is not a transformers PreTrainedModel"))
+        return
+    before = _implementations(model, "_attn_implementation")
+    name = register_attention(options, flash=flash)
+    model.set_attn_implementation(name)
+    if model.config._attn_implementation != name:
+        state.skipped.append(
+            ("attention", f"{type(model).__name__} cannot switch its attention implementation"
+             " (its attention does not dispatch through transformers' AttentionInterface)")
+        )
+        return
+    state.attn_before = before
+
+
+def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
+    experts = [m for m in model.modules() if _is_experts(m)]
+    if experts and not hasattr(model, "set_experts_implementation"):
+        state.skipped.append(("router", f"{type(model).__name__} is not a transformers PreTrainedModel"))
+        return
+    if not experts:
+        moe_like = sorted({type(m).__name__ for m in model.modules() if "experts" in type(m).__name__.lower()})
+        if moe_like:
+            state.skipped.append(
+                ("router", f"{moe_like} do not dispatch through transformers' ExpertsInterface")
+            )
+        return
+    from .hf_moe import register_experts
+
+    before = model.get_experts_implementation()
+    name = register_experts(options)
+    model.set_experts_implementation(name)
+    if model.config._experts_implementation != name:
+        state.skipped.append(("router", f"{type(model).__name__} cannot switch its experts implementation"))
+        return
+    state.experts_before = before
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    while not hasattr(model, "config"):
+        inner = next((m for m in (getattr(model, a, None) for a in ("module", "_orig_mod")) if m is not None), None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
+    return model
+
+
+def _implementations(model: nn.Module, attr: str) -> dict[str, str | None]:
+    """``{"": impl, sub_config: impl, ...}``, the form ``set_attn_implementation`` takes back."""
+    config = model.config
+    out = {"": getattr(config, attr)}
+    for key in getattr(config, "sub_configs", {}):
+        sub = getattr(config, key, None)
+        if sub is not None:
+            out[key] = getattr(sub, attr)
+    return out
+
+
+def _is_experts(module: nn.Module) -> bool:
+    """An experts module whose forward transformers' ``use_experts_implementation`` dispatches."""
+    return hasattr(module, "has_gate") and hasattr(type(module).forward, "__wrapped__") and hasattr(
+        module, "config"
+    )
+
+
+@cache
+def _source(cls: type) -> str:
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        return ""
+
+
+def _dispatches(cls: type, registry: str) -> bool:
+    """Whether `cls`'s code looks its function up in a transformers registry (as transformers checks)."""
+    return f"{registry}.get_interface(" in _source(cls)
+
+
+def _calls_functional_dropout(cls: type) -> bool:
+    if not cls.__module__.startswith("transformers."):
+        return False
+    text = _source(cls)
+    return "functional.dropout(" in text or "F.dropout(" in text

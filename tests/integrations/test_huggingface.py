@@ -1,0 +1,301 @@
+"""patch_model / unpatch_model / report on small random transformers models, one per architecture."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bittensor_core import SavedTensorCensus
+from bittensor_core.errors import PackedBoolValueError
+from integrations.huggingface import patch_model, report, unpatch_model
+from layers import PackedDropout
+
+from .tiny_models import ARCHS, assert_identical, loss_and_grads
+
+pytest.importorskip("transformers")
+
+NAMES = list(ARCHS)
+# Attention modules per tiny model (2 layers each); MoE blocks per model.
+ATTENTION, ROUTERS = 2, {"mixtral": 2, "qwen2_moe": 2}
+
+
+def _count_dropouts(model: nn.Module) -> int:
+    return sum(type(m) is nn.Dropout for m in model.modules())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_report_counts_what_was_packed(name: str) -> None:
+    model = ARCHS[name].model()
+    dropouts = _count_dropouts(model)
+    result = patch_model(model)
+    assert result.replaced == {"dropout": dropouts, "attention": ATTENTION, "router": ROUTERS.get(name, 0)}
+    assert result.attn_implementation == "packedbool" == model.config._attn_implementation
+    assert result.experts_implementation == ("packedbool" if name in ROUTERS else None)
+    assert _count_dropouts(model) == 0
+    assert report(model) == result
+    assert "packed: dropout=" in str(result)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dropout_only_patch_is_bit_identical(name: str) -> None:
+    """Swapping nn.Dropout alone changes no math: same losses and gradients, bit for bit."""
+    arch = ARCHS[name]
+    inputs = arch.inputs()
+    reference = arch.model()
+    patched = arch.model()
+    patch_model(patched, attention=False, router=False)
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(patched, inputs))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_patch_matches_eager_reference(name: str) -> None:
+    """Packed attention and routing do the eager path's arithmetic on the same masks drawn from the
+    same seed (packed attention draws with the same generator calls as eager's F.dropout; the
+    experts visit the same rows in the same order), so the results are bit-identical."""
+    arch = ARCHS[name]
+    inputs = arch.inputs()
+    reference = arch.model(attn_implementation="eager")
+    if name in ROUTERS:
+        reference.set_experts_implementation("eager")
+    patched = arch.model()
+    patch_model(patched)
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(patched, inputs))
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "mixtral"])
+def test_bf16_autocast_matches_eager_to_bf16_rounding(name: str) -> None:
+    """Under CPU bf16 autocast the packed path rounds differently (its scores stay bf16 where
+    eager's float mask promotes them), so results agree to bf16 precision, not bit for bit."""
+    arch = ARCHS[name]
+    inputs = arch.inputs(seq=32)
+    reference = arch.model(attn_implementation="eager")
+    model = arch.model()
+    patch_model(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (loss_r, grads_r), (loss_p, grads_p) = loss_and_grads(reference, inputs), loss_and_grads(model, inputs)
+    torch.testing.assert_close(loss_p, loss_r, rtol=1e-3, atol=1e-3)
+    for key, grad in grads_r.items():  # atol covers key-bias grads, which are 0 up to rounding
+        torch.testing.assert_close(grads_p[key], grad, rtol=0, atol=0.03 * grad.abs().max().item() + 1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_census_drops_by_the_mask_share(name: str) -> None:
+    """Against the unpatched model's default implementation: every mask now costs 1 bit, not 4 bytes."""
+    arch = ARCHS[name]
+    inputs = arch.inputs(batch=2, seq=32)
+    reference = arch.model()
+    patched = copy.deepcopy(reference)
+    patch_model(patched)
+    with SavedTensorCensus() as before:
+        loss_and_grads(reference, inputs)
+    with SavedTensorCensus() as after:
+        loss_and_grads(patched, inputs)
+    # Each packed mask element held 4 float32 bytes of F.dropout noise before (CPU); sequence and
+    # hidden sizes are multiples of 8, so packed bytes * 8 is the exact mask element count.
+    assert after.packed_bytes > 0
+    assert before.total_bytes - after.total_bytes >= 31 * after.packed_bytes
+    assert after.bytes_by_dtype[torch.bool] == after.packed_bytes  # every saved bool is packed
+
+
+def test_bert_seq128_census_drop_at_least_30_percent() -> None:
+    """The issue's acceptance figure: BERT, seq 128, dropout 0.1, default attention, CPU."""
+    arch = ARCHS["bert"]
+    inputs = arch.inputs(batch=2, seq=128)
+    reference = arch.model()
+    assert reference.config._attn_implementation == "sdpa"
+    patched = copy.deepcopy(reference)
+    patch_model(patched)
+    with SavedTensorCensus() as before:
+        loss_and_grads(reference, inputs)
+    with SavedTensorCensus() as after:
+        loss_and_grads(patched, inputs)
+    drop = 1 - after.total_bytes / before.total_bytes
+    assert drop >= 0.30, f"saved-for-backward bytes dropped only {drop:.1%}"
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "mixtral"])
+def test_unpatch_restores_modules_and_implementations(name: str) -> None:
+    arch = ARCHS[name]
+    model = arch.model()
+    before = dict(model.named_modules())
+    attn, experts = model.config._attn_implementation, model.config._experts_implementation
+    patch_model(model)
+    result = unpatch_model(model)
+    assert result.replaced == {"dropout": 0, "attention": 0, "router": 0}
+    after = dict(model.named_modules())
+    assert before.keys() == after.keys()
+    assert all(before[k] is after[k] for k in before)  # the very same module objects
+    assert (model.config._attn_implementation, model.config._experts_implementation) == (attn, experts)
+    assert unpatch_model(model).replaced["dropout"] == 0  # unpatching an unpatched model is a no-op
+
+
+def test_patching_twice_is_harmless_and_takes_the_new_options() -> None:
+    arch = ARCHS["bert"]
+    inputs = arch.inputs()
+    reference = arch.model(attn_implementation="eager")
+    model = arch.model()
+    originals = {n: m for n, m in model.named_modules() if type(m) is nn.Dropout}
+    first = patch_model(model)
+    second = patch_model(model, bits=4, unpack="cached")
+    assert first.replaced == second.replaced
+    assert second.attn_implementation == "packedbool-b4-cached"
+    drops = [m for m in model.modules() if isinstance(m, PackedDropout)]
+    assert all(m.options.bits == 4 and m.options.unpack == "cached" for m in drops)
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
+    unpatch_model(model)
+    assert all(model.get_submodule(n) is m for n, m in originals.items())
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_bits_set_the_mask_width_not_the_results(bits: int) -> None:
+    arch = ARCHS["gpt2"]
+    inputs = arch.inputs(seq=32)
+    reference = arch.model(attn_implementation="eager")
+    model = arch.model()
+    patch_model(model, bits=bits)
+    with SavedTensorCensus() as census:
+        result = loss_and_grads(model, inputs)
+    assert_identical(loss_and_grads(reference, inputs), result)
+    one_bit = arch.model()
+    patch_model(one_bit, bits=1)
+    with SavedTensorCensus() as census_1:
+        loss_and_grads(one_bit, inputs)
+    assert census.packed_bytes == bits * census_1.packed_bytes
+
+
+def test_eval_mode_and_generation_match_the_unpatched_model() -> None:
+    arch = ARCHS["gpt2"]
+    reference = arch.model(attn_implementation="eager").eval()
+    model = arch.model().eval()
+    patch_model(model)
+    inputs = arch.inputs(seq=16)
+    with torch.no_grad():
+        assert torch.equal(reference(**inputs).logits, model(**inputs).logits)
+    prompt = inputs["input_ids"][1:, :8]
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(reference.generate(prompt, **kwargs), model.generate(prompt, **kwargs))
+
+
+def test_masks_reach_the_attention_packed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mask function hands each attention layer the padding + causal mask as a PackedBool."""
+    from bittensor_core import PackedBool
+    from integrations import hf_attention
+
+    seen = []
+    original = hf_attention.packed_attention
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["attn_mask"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(hf_attention, "packed_attention", spy)
+    arch = ARCHS["gpt2"]
+    model = arch.model()
+    patch_model(model)
+    inputs = arch.inputs(seq=16)  # row 0 is padded
+    model(**inputs)
+    assert len(seen) == ATTENTION
+    mask = seen[0]
+    assert isinstance(mask, PackedBool) and mask.shape == (2, 1, 16, 16)
+    keep = torch.ones(16, 16, dtype=torch.bool).tril() & inputs["attention_mask"].bool()[:, None, None, :]
+    assert torch.equal(mask.unpack(), keep)
+
+
+def test_save_pretrained_from_a_patched_model_loads_unpatched(tmp_path) -> None:
+    arch = ARCHS["bert"]
+    model = arch.model()
+    patch_model(model)
+    model.save_pretrained(tmp_path)
+    assert "packedbool" not in (tmp_path / "config.json").read_text()
+    loaded = type(model).from_pretrained(tmp_path)
+    assert loaded.config._attn_implementation == "sdpa"
+    assert _count_dropouts(loaded) == _count_dropouts(arch.model())
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_functional_dropout_is_reported_and_cross_attention_is_packed() -> None:
+    """BART: encoder-decoder with cross-attention; its dropouts are F.dropout calls, not modules."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        dropout=0.1, attention_dropout=0.1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    reference = BartForConditionalGeneration(config).train()
+    reference.set_attn_implementation("eager")
+    model = copy.deepcopy(reference)
+    result = patch_model(model)
+    assert result.replaced == {"dropout": 0, "attention": 6, "router": 0}  # 2 + 2 self, 2 cross
+    skipped = dict(result.skipped)
+    assert "nn.functional.dropout" in skipped["BartEncoderLayer"]
+    inputs = ARCHS["bert"].inputs(seq=16)
+    inputs["labels"] = inputs["input_ids"][:, :8].clone()
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
+
+
+def test_plain_module_and_skipped_kinds_are_reported() -> None:
+    """A non-transformers model gets its dropouts swapped; the rest is reported with reasons."""
+    shared = nn.Dropout(0.2)
+    model = nn.Sequential(nn.Linear(8, 8), shared, nn.Dropout2d(0.1), nn.Linear(8, 8), shared)
+    result = patch_model(model)
+    assert result.replaced == {"dropout": 1, "attention": 0, "router": 0}
+    assert model[1] is model[4] and isinstance(model[1], PackedDropout)  # shared stays shared
+    skipped = dict(result.skipped)
+    assert "Dropout2d" in skipped["2"]
+    assert "PreTrainedModel" in skipped["attention"]
+    unpatch_model(model)
+    assert model[1] is shared and model[4] is shared
+
+
+def test_wrapped_models_are_patched_inside() -> None:
+    arch = ARCHS["bert"]
+    model = arch.model()
+    wrapper = nn.Module()
+    wrapper.module = model  # what DDP / FSDP wrappers look like
+    assert patch_model(wrapper).attn_implementation == "packedbool"
+    assert model.config._attn_implementation == "packedbool"
+    unpatch_model(wrapper)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"bits": 3}, "bits=3"), ({"unpack": "eager"}, "unpack='eager'"), ({"storage": "disk"}, "storage='disk'")],
+)
+def test_bad_options_raise_clear_errors(kwargs: dict, match: str) -> None:
+    model = ARCHS["bert"].model()
+    with pytest.raises(PackedBoolValueError, match=match):
+        patch_model(model, **kwargs)
+    assert model.config._attn_implementation == "sdpa"  # nothing half-patched
+
+
+def test_a_failing_patch_leaves_the_model_unpatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations import hf_attention
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("registry unavailable")
+
+    monkeypatch.setattr(hf_attention, "register_attention", broken)
+    model = ARCHS["bert"].model()
+    modules = dict(model.named_modules())
+    with pytest.raises(RuntimeError, match="registry unavailable"):
+        patch_model(model)
+    assert all(model.get_submodule(n) is m for n, m in modules.items() if n)
+    assert report(model).replaced == {"dropout": 0, "attention": 0, "router": 0}
+
+
+def test_import_integrations_is_cheap() -> None:
+    code = "import sys, integrations; print('transformers' in sys.modules, 'layers' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == ["False", "False"]

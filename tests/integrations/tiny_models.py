@@ -1,0 +1,157 @@
+"""Small randomly initialised transformers models and batches, one entry per architecture.
+
+Every config has dropout 0.1 on hidden states and attention probabilities, hidden size 32,
+2 layers, 4 heads, so each test runs in well under a second on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+VOCAB = 128
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture under test: how to build it and what one training batch looks like."""
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    batch: Callable[[int, int, torch.Generator], dict[str, torch.Tensor]]
+
+    def model(self, seed: int = 0, attn_implementation: str | None = None) -> torch.nn.Module:
+        """A fresh model in train mode; same seed, same weights."""
+        torch.manual_seed(seed)
+        model = self.build().train()
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        return model
+
+    def inputs(self, batch: int = 2, seq: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+        return self.batch(batch, seq, torch.Generator().manual_seed(seed))
+
+
+def _text(labels: str) -> Callable[[int, int, torch.Generator], dict[str, torch.Tensor]]:
+    """Token ids with right padding on the first row, and labels for `labels` ("class" or "tokens")."""
+
+    def make(batch: int, seq: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        ids = torch.randint(3, VOCAB, (batch, seq), generator=gen)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        mask[0, seq - seq // 4 :] = 0
+        target = torch.randint(0, 2, (batch,), generator=gen) if labels == "class" else ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": target}
+
+    return make
+
+
+def _images(batch: int, seq: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """One-channel 16x16 images: 16 patches of 4x4 plus the CLS token (`seq` is ignored)."""
+    return {
+        "pixel_values": torch.randn(batch, 1, 16, 16, generator=gen),
+        "labels": torch.randint(0, 3, (batch,), generator=gen),
+    }
+
+
+def _bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    return BertForSequenceClassification(BertConfig(vocab_size=VOCAB, **_SMALL))
+
+
+def _roberta():
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    return RobertaForMaskedLM(RobertaConfig(vocab_size=VOCAB, pad_token_id=1, **_SMALL))
+
+
+def _distilbert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, dropout=0.1, attention_dropout=0.1,
+        max_position_embeddings=256,
+    )
+    return DistilBertForSequenceClassification(config)
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=16, patch_size=4, num_channels=1, num_labels=3, hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1, **{k: v for k, v in _SMALL.items() if "dropout" not in k},
+    )
+    return ViTForImageClassification(config)
+
+
+def _mixtral():
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, attention_dropout=0.1,
+        max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    return MixtralForCausalLM(config)
+
+
+def _qwen2_moe():
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=2, attention_dropout=0.1, max_position_embeddings=256, bos_token_id=0,
+        eos_token_id=0, pad_token_id=0,
+    )
+    return Qwen2MoeForCausalLM(config)
+
+
+_SMALL = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=256,
+)
+
+ARCHS = {
+    arch.name: arch
+    for arch in (
+        Arch("bert", _bert, _text("class")),
+        Arch("roberta", _roberta, _text("tokens")),
+        Arch("distilbert", _distilbert, _text("class")),
+        Arch("gpt2", _gpt2, _text("tokens")),
+        Arch("vit", _vit, _images),
+        Arch("mixtral", _mixtral, _text("tokens")),
+        Arch("qwen2_moe", _qwen2_moe, _text("tokens")),
+    )
+}
+
+
+def loss_and_grads(model: torch.nn.Module, inputs: dict[str, torch.Tensor], seed: int = 1):
+    """One forward/backward from RNG seed `seed`: (loss, {param name: grad})."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss = model(**inputs).loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def assert_identical(a: tuple, b: tuple) -> None:
+    """Two `loss_and_grads` results are equal bit for bit."""
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert torch.equal(loss_a, loss_b), (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.equal(grads_a[name], grads_b[name]), name
