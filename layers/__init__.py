@@ -1,0 +1,43 @@
+"""layers: nn.Modules and functionals whose binary masks are kept packed for backward.
+
+Every layer is a mask type (`MaskType`) run by one generic autograd Function (`apply_mask`);
+see docs/layers.md and docs/mask-types.md.
+"""
+
+from .attention import ProbsDropoutMatmul, packed_attention
+from .attention_masks import padding_causal_mask
+from .bernoulli_mask import BernoulliMask
+from .drop_path import DropPath, drop_path
+from .dropout import DropoutMask, PackedDropout, packed_dropout
+from .head_gate import HeadGate
+from .mask_type import Draw, MaskFunction, MaskType, apply_mask
+from .moe import CombineMask, DispatchMask, ExpertMLP, PackedMoE
+from .noise import noise_scale, packed_noise
+from .options import MaskStorage
+from .router import RouterOutput, TopKRouter
+
+__all__ = [
+    "BernoulliMask",
+    "CombineMask",
+    "DispatchMask",
+    "Draw",
+    "DropPath",
+    "DropoutMask",
+    "ExpertMLP",
+    "HeadGate",
+    "MaskFunction",
+    "MaskStorage",
+    "MaskType",
+    "PackedDropout",
+    "PackedMoE",
+    "ProbsDropoutMatmul",
+    "RouterOutput",
+    "TopKRouter",
+    "apply_mask",
+    "drop_path",
+    "noise_scale",
+    "packed_attention",
+    "packed_dropout",
+    "packed_noise",
+    "padding_causal_mask",
+]

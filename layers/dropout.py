@@ -1,0 +1,108 @@
+"""`PackedDropout` / `packed_dropout`: nn.Dropout that keeps its mask at 1 bit per element.
+
+With the default ``sampler="exact"`` the output, the gradient and the random generator's state
+are bit-identical to ``nn.Dropout`` / ``F.dropout`` for the same seed: on CPU the mask is the bool
+Bernoulli draw ``native_dropout`` makes (F.dropout draws the same numbers into its float noise),
+the output is ``x * mask * s`` and the gradient ``grad * mask * s`` with ``s`` F.dropout's noise
+value (see `noise_scale`); on CUDA the mask comes from ``native_dropout``, as nn.Dropout's does.
+
+Saved for backward: the mask as a PackedBool (ceil(n * bits / 8) bytes) — nn.Dropout saves a
+4-byte float noise tensor per element on CPU and a 1-byte bool mask on CUDA. ``storage="seeded"``
+saves only the generator state and draws the mask again in backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .bernoulli_mask import BernoulliMask
+from .mask_type import apply_mask
+from .options import MaskStorage, check_floating, check_p
+
+
+class DropoutMask(BernoulliMask):
+    """Element-wise Bernoulli mask over the whole input (CUDA: native_dropout's own arithmetic)."""
+
+    def __init__(self, p: float, *, inplace: bool = False) -> None:
+        super().__init__(p, inplace=inplace)
+
+    def apply(self, mask: torch.Tensor, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda":
+            return super().apply(mask, x)
+        out = torch.ops.aten._masked_scale(x, mask.unpack(), 1.0 / (1.0 - self.p))  # native_dropout's kernel
+        return x.copy_(out) if self.inplace else out
+
+    def grad(self, mask: torch.Tensor, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor]:
+        if grad_out.device.type != "cuda":
+            return super().grad(mask, grad_out)
+        return (torch.ops.aten.native_dropout_backward(grad_out, mask.unpack(), 1.0 / (1.0 - self.p)),)
+
+
+def packed_dropout(
+    x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *, bits: int = 1,
+    unpack: str = "lazy", storage: str = "packed", sampler: str = "exact",
+) -> torch.Tensor:
+    """F.dropout that saves its mask packed. Same arguments and results as ``F.dropout``.
+
+    Args:
+        x: float tensor of any shape.
+        p: probability of zeroing an element, in [0, 1].
+        training: apply dropout (False: return `x` itself, like F.dropout).
+        inplace: write the result into `x`.
+        bits, unpack, storage, sampler: how the mask is kept and drawn (`MaskStorage`).
+
+    Returns:
+        tensor of x's shape and dtype.
+
+    Example:
+        >>> torch.manual_seed(0); a = F.dropout(x, 0.1)
+        >>> torch.manual_seed(0); b = packed_dropout(x, 0.1)
+        >>> torch.equal(a, b)
+        True
+    """
+    p = check_p(p)
+    options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
+    check_floating(x, "input")
+    if not training or p == 0.0 or x.numel() == 0:
+        return x  # F.dropout returns its input here, drawing nothing
+    if p == 1.0:  # F.dropout: input * zeros({}), no random numbers drawn
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return x.mul_(zero) if inplace else x * zero
+    return apply_mask(DropoutMask(p, inplace=inplace), x, storage=options)
+
+
+class PackedDropout(nn.Dropout):
+    """Drop-in for ``nn.Dropout`` whose mask is saved at `bits` bits per element.
+
+    Args:
+        p: probability of zeroing an element (ValueError outside [0, 1], as nn.Dropout).
+        inplace: write the result into the input.
+        bits: 1, 2, 4 or 8 bits per mask element.
+        unpack: ``"lazy"`` or ``"cached"`` (see `PackedBool`).
+        storage: ``"packed"`` or ``"seeded"`` (0 bits per element; the mask is drawn again in backward).
+        sampler: ``"exact"`` (bit-identical to nn.Dropout) or ``"fast"`` (counter-based, much cheaper on CPU).
+
+    Shape: any; output has the input's shape. Eval mode is the identity.
+
+    Example:
+        >>> drop = PackedDropout(0.1)
+        >>> y = drop(torch.randn(32, 128, 312, requires_grad=True))   # saves 32*128*312/8 bytes
+    """
+
+    def __init__(
+        self, p: float = 0.5, inplace: bool = False, *, bits: int = 1, unpack: str = "lazy",
+        storage: str = "packed", sampler: str = "exact",
+    ) -> None:
+        super().__init__(p, inplace)
+        self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        o = self.options
+        return packed_dropout(
+            input, self.p, self.training, self.inplace,
+            bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.options.describe()}"

@@ -1,0 +1,59 @@
+"""The dropout noise tensor {0, 1 / (1 - p)}, decoded straight from packed mask bytes.
+
+``F.dropout`` multiplies by a float noise tensor holding 0 or 1 / (1 - p); the packed layers
+rebuild exactly that tensor from the mask's packed bytes with one table lookup per byte (a byte
+of a 1-bit mask selects 8 noise values), instead of unpacking to bool, casting and scaling
+(three passes over the activation). Then ``x * noise`` is the very op F.dropout runs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from bittensor_core import PackedBool
+from bittensor_core.layout import last_dim, per_byte
+
+
+def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """1 / (1 - p) as a 0-dim tensor of `dtype`, rounded exactly as F.dropout rounds its noise.
+
+    F.dropout on CPU computes ``noise = bernoulli(1 - p).div_(1 - p)``; ``torch.native_dropout``
+    multiplies by the double 1 / (1 - p) instead, and the two differ in the last bit for some p
+    (0.123 and 0.45 in float32). Using this value keeps outputs and gradients bit-identical to
+    nn.Dropout for every p. With p = 1 (nothing kept) the scale is 1.
+    """
+    one = torch.ones((), dtype=dtype, device=device)
+    return one if p >= 1.0 else one.div_(1.0 - p)
+
+
+@lru_cache(maxsize=64)
+def _table(bits: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(256, 8 // bits): row b holds the noise values of the elements packed in byte b."""
+    k = per_byte(bits)
+    shifts = torch.arange(k, device=device) * bits
+    fields = (torch.arange(256, device=device)[:, None] >> shifts) & 1
+    value = torch.tensor(scale, dtype=torch.float64).to(dtype)  # the exact scale, no re-rounding
+    return torch.where(fields.bool(), value.to(device), torch.zeros((), dtype=dtype, device=device))
+
+
+def packed_noise(mask: PackedBool, scale: torch.Tensor) -> torch.Tensor:
+    """The tensor ``mask * scale`` (0 where False, `scale` where True), mask's shape, scale's dtype.
+
+    Args:
+        mask: PackedBool of any shape and width.
+        scale: 0-dim float tensor (see `noise_scale`); its dtype is the result's dtype.
+
+    Example:
+        >>> m = PackedBool(torch.rand(4, 16) < 0.9)
+        >>> torch.equal(packed_noise(m, noise_scale(0.1, torch.float32)), m.unpack().float().div_(0.9))
+        True
+    """
+    table = _table(mask.bits, float(scale), scale.dtype, mask.device)
+    rows = table.index_select(0, mask.packed.reshape(-1).int())  # (bytes, 8 // bits)
+    cols = last_dim(mask.shape)
+    rows = rows.view(*mask.packed.shape[:-1], -1)
+    if rows.shape[-1] != cols:  # drop the row padding
+        rows = rows[..., :cols]
+    return rows.reshape(mask.shape)

@@ -1,0 +1,125 @@
+"""Where the random bits of a stochastic mask come from, and how to draw the same bits again.
+
+Two samplers, both driven by torch's default generator (so `torch.manual_seed` fixes them):
+
+- ``"exact"``: torch's own Bernoulli. On CPU a bool ``bernoulli_`` is what ``native_dropout`` and
+  ``F.dropout`` draw, so masks and the generator's state after the draw are bit-identical to
+  ``nn.Dropout``; on CUDA the mask comes from ``native_dropout`` itself, which nn.Dropout calls there.
+- ``"fast"``: a counter-based generator (Philox-4x64, keyed by one 64-bit seed taken from torch's
+  generator, as FlashAttention does on GPU). On CPU it draws the mask directly in packed form:
+  16 random words are combined bitwise (AND / OR along the binary digits of the keep probability),
+  so 64 mask bits cost 16 random words and no compare or packing pass. Keep probability is
+  rounded to a multiple of 2**-16. Not the numbers nn.Dropout draws.
+
+Each sampler has a `key` (what must be kept to draw the same mask again: the generator state for
+"exact", the 8-byte seed for "fast"), `draw` (forward, advances torch's generator as usual) and
+`redraw` (backward of ``storage="seeded"``: the same mask again, torch's generator untouched).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bittensor_core import PackedBool
+from bittensor_core.layout import packed_shape, row_bytes
+
+Shape = torch.Size | tuple[int, ...]
+_FAST_BITS = 16  # resolution of the fast sampler's keep probability
+
+
+class ExactSampler:
+    """torch's Bernoulli on the default generator; `key` is a snapshot of that generator."""
+
+    name = "exact"
+
+    def key(self, device: torch.device, *, replay: bool) -> torch.Tensor | None:
+        if not replay:
+            return None
+        if device.type == "cpu":
+            return torch.get_rng_state()
+        return torch.get_device_module(device.type).get_rng_state(device)
+
+    def draw(self, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
+             device: torch.device) -> torch.Tensor:
+        # A mask of the input's own shape takes its strides, as F.dropout's empty_like(input) does:
+        # the generator fills memory in order, so a transposed input gets the same numbers.
+        base = like if tuple(shape) == tuple(like.shape) else torch.empty(shape, device="meta")
+        if device.type == "cpu":
+            # native_dropout_cpu's own draw: one bool bernoulli_ (F.dropout draws the same numbers).
+            return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(keep)
+        # On CUDA nn.Dropout is native_dropout's fused kernel: take its mask to follow its stream.
+        return torch.native_dropout(torch.empty_like(base, dtype=like.dtype, device=device), 1.0 - keep, True)[1]
+
+    def redraw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+        on_cpu = device.type == "cpu"
+        # fork_rng restores the forked generators afterwards (CPU always, plus `device` if any).
+        with torch.random.fork_rng(devices=[] if on_cpu else [device], device_type="cuda" if on_cpu else device.type):
+            if on_cpu:
+                torch.set_rng_state(key)
+            else:
+                torch.get_device_module(device.type).set_rng_state(key, device)
+            return self.draw(None, shape, keep, like, device)
+
+
+class FastSampler:
+    """Counter-based Philox keyed by a seed drawn from torch's CPU generator; `key` is the seed."""
+
+    name = "fast"
+
+    def key(self, device: torch.device, *, replay: bool) -> torch.Tensor:
+        return torch.empty((), dtype=torch.int64).random_()
+
+    def draw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
+             device: torch.device) -> torch.Tensor:
+        seed = int(key) & (2**64 - 1)
+        if device.type == "cpu" and not torch.compiler.is_compiling():
+            return philox_packed_bernoulli(seed, shape, keep)
+        gen = torch.Generator(device=device).manual_seed(seed)  # CUDA's generator is Philox too
+        return torch.rand(shape, generator=gen, device=device) < keep
+
+    redraw = draw  # a pure function of the key
+
+
+def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> PackedBool:
+    """A Bernoulli(keep) mask of `shape`, drawn straight into 1-bit packed rows.
+
+    Bit j of the random stream becomes mask element j of its row (rows padded to whole bytes,
+    padding bits cleared), so the result is a valid `PackedBool` without a packing pass.
+    P(bit) = round(keep * 2**16) / 2**16: with t that integer, start from 0 and for each binary
+    digit of t from the lowest, OR (digit 1) or AND (digit 0) in a fresh random word.
+    """
+    shape = tuple(shape)
+    cols = shape[-1] if shape else 1
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    nbytes = rows * row_bytes(cols, 1)
+    words = -(-nbytes // 8)
+    t = round(keep * (1 << _FAST_BITS))
+    if t <= 0 or t >= 1 << _FAST_BITS:
+        fill = np.uint64(0 if t <= 0 else 2**64 - 1)
+        acc = np.full(words, fill, dtype=np.uint64)
+    else:
+        low = (t & -t).bit_length() - 1  # trailing zero digits: AND into an all-zero word is a no-op
+        raw = _philox(seed).random_raw(words * (_FAST_BITS - low)).reshape(_FAST_BITS - low, words)
+        acc = raw[0].copy()  # the lowest set digit: OR into zeros = the word itself
+        for i in range(low + 1, _FAST_BITS):
+            op = np.bitwise_or if (t >> i) & 1 else np.bitwise_and
+            op(acc, raw[i - low], out=acc)
+    packed = acc.view(np.uint8)[:nbytes].reshape(rows, row_bytes(cols, 1))
+    if cols % 8:
+        packed[:, -1] &= np.uint8((1 << (cols % 8)) - 1)
+    storage = torch.from_numpy(packed).view(packed_shape(shape, 1))
+    return PackedBool.from_packed(storage, shape, bits=1)
+
+
+def _philox(seed: int) -> np.random.BitGenerator:
+    return np.random.Philox(key=seed)
+
+
+_SAMPLERS = {"exact": ExactSampler(), "fast": FastSampler()}
+
+
+def get_sampler(name: str) -> ExactSampler | FastSampler:
+    """The sampler called `name` ("exact" or "fast"); validate `name` with `MaskStorage` first."""
+    return _SAMPLERS[name]
