@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .bernoulli_mask import BernoulliMask
+from .fused_dropout import FusedDropoutFunction, can_fuse
 from .mask_type import apply_mask
 from .options import MaskStorage, check_floating, check_p
 
@@ -69,6 +70,8 @@ def packed_dropout(
     if p == 1.0:  # F.dropout: input * zeros({}), no random numbers drawn
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x * zero
+    if can_fuse(x, options, inplace):
+        return FusedDropoutFunction.apply(x, p, options)
     return apply_mask(DropoutMask(p, inplace=inplace), x, storage=options)
 
 

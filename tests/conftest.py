@@ -1,4 +1,4 @@
-"""Setup for the bittensor_core tests: without CUDA, Triton kernels run in Triton's interpreter.
+"""Setup for all tests: without CUDA, Triton kernels run in Triton's interpreter.
 
 Triton decides between compiling and interpreting when a kernel is decorated (when its module is
 imported), so TRITON_INTERPRET must be set before that; this conftest loads before the test

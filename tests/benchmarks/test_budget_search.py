@@ -1,0 +1,80 @@
+"""The budget search and exp-2, checked on real measured training steps of a tiny BERT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks.experiments.analysis import criteria, exp2_rows
+from benchmarks.experiments.budget import largest_fitting
+from benchmarks.experiments.probes import step_memory
+from benchmarks.experiments.training import model_from_config, random_batch, train_step
+from bittensor_core.errors import PackedBoolValueError
+
+
+@pytest.fixture(scope="module")
+def measured_peak(tiny_model_dir):  # noqa: ANN001, ANN201
+    """peak_of(batch): the real peak of one tracked training step at seq 64."""
+    torch.manual_seed(0)
+    model = model_from_config(str(tiny_model_dir), max_positions=128).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    train_step(model, optimizer, random_batch(model.config.vocab_size, 1, 8))
+    calls: list[int] = []
+
+    def peak_of(batch: int) -> int:
+        calls.append(batch)
+        return step_memory(model, optimizer, random_batch(model.config.vocab_size, batch, 64)).peak_bytes
+
+    peak_of.calls = calls
+    return peak_of
+
+
+def test_search_on_real_steps_brackets_the_budget(measured_peak) -> None:  # noqa: ANN001
+    budget = measured_peak(40)
+    search = largest_fitting(measured_peak, budget, 1, 256)
+    assert search.best is not None and search.best >= 40 and not search.capped
+    fits, over = search.peak_at(search.best), search.peak_at(search.best + 1)
+    assert fits is not None and fits <= budget < over
+    assert all(p.fits == (p.peak_bytes <= budget) for p in search.probes)
+    assert len(search.probes) == len({p.size for p in search.probes}) <= 12
+    # Memory is deterministic: measuring the two deciding sizes again gives the same bytes.
+    assert measured_peak(search.best) == fits and measured_peak(search.best + 1) == over
+
+
+def test_search_edges_on_real_steps(measured_peak) -> None:  # noqa: ANN001
+    small = measured_peak(1)
+    nothing = largest_fitting(measured_peak, small - 1, 1, 64)
+    assert nothing.best is None and len(nothing.probes) == 1
+    capped = largest_fitting(measured_peak, measured_peak(8), 1, 8)
+    assert capped.best == 8 and capped.capped
+    with pytest.raises(PackedBoolValueError):
+        largest_fitting(measured_peak, small, 0, 8)
+
+
+def test_exp2_sweeps_and_searches(exp2_small: dict[str, Any]) -> None:
+    s = exp2_small["settings"]
+    seq_rows, batch_rows = exp2_rows(exp2_small)
+    assert [r["seq_len"] for r in seq_rows] == list(s["seq_lens"])
+    assert [r["batch"] for r in batch_rows] == list(s["batch_sizes"])
+    for row in seq_rows + batch_rows:
+        base, packed = row["baseline"], row["packed-1bit-lazy"]
+        assert packed["saved_bytes"] < base["saved_bytes"] and packed["peak_bytes"] <= base["peak_bytes"]
+        assert packed["mask_bytes"] > 0 and base["mask_bytes"] == 0
+    diffs = [r["packed-1bit-lazy:saved_diff_bytes"] for r in seq_rows]
+    assert diffs == sorted(diffs) and diffs[0] < diffs[-1]
+    budget = int(s["budget_mb"] * 2**20)
+    for kind in ("batch", "seq"):
+        base, packed = (exp2_small["search"][kind][n] for n in ("baseline", "packed-1bit-lazy"))
+        assert packed["best"] >= base["best"]
+        for result in (base, packed):
+            peaks = {p["size"]: p["peak_bytes"] for p in result["probes"]}
+            assert peaks[result["best"]] <= budget < peaks[result["best"] + 1]
+    assert exp2_small["search"]["batch"]["packed-1bit-lazy"]["best"] > exp2_small["search"]["batch"]["baseline"]["best"]
+    shows = [c for c in exp2_small["showcase"] if c["kind"] == "batch"]
+    assert shows and not shows[0]["baseline_fits"]
+    assert shows[0]["packed_peak_bytes"] <= budget < shows[0]["baseline_peak_bytes"]
+    found = {c["criterion"]: c for c in criteria({"exp-2": exp2_small})}
+    assert found["a configuration fits that the baseline cannot"]["status"] == "pass"
+    assert found["saved-bytes saving grows with sequence length"]["status"] == "pass"
