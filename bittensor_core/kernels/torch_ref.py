@@ -30,21 +30,21 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
             groups = groups.contiguous()
         word = groups.view(torch.int64).squeeze(-1)
         out = ((word * _GATHER_BITS) >> 56).to(torch.uint8)
-    else:
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=mask.device)
-        out = (groups << shifts).sum(-1, dtype=torch.uint8)
+    else:  # 2 or 4 fields per byte: OR the strided field views together
+        out = groups[..., 0].clone()
+        for i in range(1, k):
+            out |= groups[..., i] << (i * bits)
     return out.view(packed_shape(mask.shape, bits))
 
 
 def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
     """Inverse of `pack`: a contiguous bool tensor of logical `shape`."""
     cols = last_dim(shape)
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
-    fields = (packed.unsqueeze(-1) >> shifts) & 1
+    fields = torch.stack([(packed >> (i * bits)) & 1 for i in range(per_byte(bits))], dim=-1)
     flat = fields.reshape(*packed.shape[:-1], packed.shape[-1] * fields.shape[-1])
     if flat.shape[-1] != cols:
         flat = flat[..., :cols]
-    return flat.to(torch.bool).contiguous().view(shape)
+    return flat.view(torch.bool).contiguous().view(shape)
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:
