@@ -57,7 +57,7 @@ def exp2_settings(model_dir: Path) -> Exp2Settings:
     train_step(model, optimizer, random_batch(model.config.vocab_size, 1, 8))
     budget = step_memory(model, optimizer, random_batch(model.config.vocab_size, 48, 64)).peak_bytes
     return Exp2Settings(
-        model=str(model_dir), seq_lens=(32, 64, 128), seq_batch=4, batch_sizes=(8, 16, 32), batch_seq=64,
+        model=str(model_dir), seq_lens=(64, 128, 256), seq_batch=8, batch_sizes=(8, 16, 32), batch_seq=64,
         budget_mb=budget / MIB, search_seq=64, search_batch=4, seq_step=16, max_batch=256, max_seq=512, device="cpu",
     )
 

@@ -84,10 +84,13 @@ def test_exp1_rows_from_the_real_run(exp1_small: dict[str, Any]) -> None:
     # seq 16 and hidden 32: every mask row is a whole number of bytes, so the ratios are exact.
     assert one["mask_bytes"] == elements / 8 and one["compression_vs_bool"] == 8.0
     assert four["mask_bytes"] == elements / 2 and four["compression_vs_bool"] == 2.0
-    assert 0 < seeded["mask_bytes"] < one["mask_bytes"] or seeded["mask_bytes"] > 0
+    # Seeded keeps one CPU generator state per mask, whatever the mask's size: 8 masks per step here
+    # (embeddings, 2 per layer, attention probabilities per layer, classifier). On masks this small
+    # that costs more than 1-bit packing; on real sizes it is far less (see docs/results.md).
+    assert seeded["mask_bytes"] == 8 * torch.get_rng_state().numel()
     for row in (one, four, seeded):
         assert row["saved_bytes"] < base["saved_bytes"] and row["saved_saving"] > 0
-        assert row["peak_bytes"] <= base["peak_bytes"]
+        assert row["peak_bytes"] <= base["peak_bytes"] + 64 * 1024  # + constant lookup tables, see test_budget_search
         assert row["loss_curves_identical"] and row["grads_identical"]
         assert row["accuracy_sigmas"] == 0.0 and row["accuracy_delta"] == 0.0
         assert row["throughput"]["n"] == len(exp1_small["interleaved_step_s"][row["variation"]])

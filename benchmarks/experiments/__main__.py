@@ -1,0 +1,5 @@
+"""``python -m benchmarks.experiments [exp-1] [exp-2] [--quick] [--out DIR] [--seeds 0,1,2] ...``"""
+
+from .runner import main
+
+raise SystemExit(main())

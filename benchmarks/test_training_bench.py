@@ -1,0 +1,65 @@
+"""A whole training step (forward, backward, AdamW) of a small BERT, native vs every mask packed.
+
+TinyBERT's shape (4 layers, hidden 312, 12 heads, intermediate 1200, vocab 30522), random
+weights, seq 128, batch 32 (batch 4 under ``--benchmark-disable``, where the suite runs once as
+a test). "native" is the stock transformers model; "packed-1bit-lazy" is the same model after
+``integrations.huggingface.patch_model`` (dropout and attention-probability masks at 1 bit).
+
+``extra_info``: ``peak_bytes`` (one tracked step, optimizer state present), ``saved_bytes``
+(saved for backward in the forward), ``mask_bytes`` (stored packed masks), ``batch``, ``seq_len``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.experiments.probes import step_memory, synchronize
+from benchmarks.experiments.training import random_batch, train_step
+
+SEQ_LEN = 128
+BATCH = 32
+BATCH_WHEN_DISABLED = 4
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def tiny_bert() -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=30522, hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200,
+        max_position_embeddings=512, num_labels=2,
+    )
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config).to(DEVICE).train()
+
+
+@pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
+def test_training_step(benchmark, variant: str) -> None:  # noqa: ANN001
+    pytest.importorskip("transformers")
+    batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED
+    model = tiny_bert()
+    if variant != "native":
+        from integrations.huggingface import patch_model
+
+        report = patch_model(model, bits=1, unpack="lazy")
+        assert report.replaced["dropout"] > 0 and report.replaced["attention"] > 0, str(report)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = random_batch(model.config.vocab_size, batch_size, SEQ_LEN, device=DEVICE)
+    train_step(model, optimizer, batch)  # creates the optimizer state: later steps are steady-state
+    memory = step_memory(model, optimizer, batch, DEVICE)
+
+    def step() -> float:
+        loss = train_step(model, optimizer, batch)
+        synchronize(DEVICE)
+        return loss
+
+    benchmark.group = f"training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
+    benchmark.extra_info.update(
+        variant=variant, batch=batch_size, seq_len=SEQ_LEN, attn_implementation=model.config._attn_implementation,
+        peak_bytes=memory.peak_bytes, saved_bytes=memory.saved_bytes, mask_bytes=memory.mask_bytes,
+    )
+    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    assert torch.isfinite(torch.tensor(loss))
+    if variant != "native":
+        assert memory.mask_bytes > 0
