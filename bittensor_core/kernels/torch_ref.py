@@ -44,7 +44,8 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
     flat = fields.reshape(*packed.shape[:-1], packed.shape[-1] * fields.shape[-1])
     if flat.shape[-1] != cols:
         flat = flat[..., :cols]
-    return flat.view(torch.bool).contiguous().view(shape)
+    # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
+    return (flat != 0).reshape(shape)
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from bittensor_core import PackedBool
 
 
 def masked_scale(pb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.where(pb, x, 0.0) * 2 + pb.float()
+    return torch.where(pb, x, -x) * 2 + x.masked_fill(pb, 1.0) + pb.float()
 
 
 def popcounts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
