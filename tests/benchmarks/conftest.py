@@ -14,16 +14,15 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-
-from benchmarks.experiments.exp1 import Exp1Settings, run_exp1  # noqa: E402
-from benchmarks.experiments.exp2 import MIB, Exp2Settings, run_exp2  # noqa: E402
-from benchmarks.experiments.probes import step_memory  # noqa: E402
-from benchmarks.experiments.training import model_from_config, random_batch, train_step  # noqa: E402
+from benchmarks.experiments.exp1 import Exp1Settings, run_exp1
+from benchmarks.experiments.exp2 import MIB, Exp2Settings, run_exp2
+from benchmarks.experiments.probes import step_memory
+from benchmarks.experiments.training import model_from_config, random_batch, train_step
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from integrations.sources import minilm_path
