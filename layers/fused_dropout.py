@@ -50,7 +50,10 @@ class FusedDropoutFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        from bittensor_core.kernels.triton_dropout import fused_dropout_backward, fused_dropout_seeded_backward
+        from bittensor_core.kernels.triton_dropout import (
+            fused_dropout_backward,
+            fused_dropout_seeded_backward,
+        )
 
         (kept,) = ctx.saved_tensors
         if ctx.seeded:

@@ -84,18 +84,22 @@ def test_bf16_autocast_matches_eager_to_bf16_rounding(name: str) -> None:
         torch.testing.assert_close(grads_p[key], grad, rtol=0, atol=0.03 * grad.abs().max().item() + 1e-6, msg=key)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_census_drops_by_the_mask_share(name: str) -> None:
-    """Against the unpatched model's default implementation: every mask now costs 1 bit, not 4 bytes."""
-    arch = ARCHS[name]
-    inputs = arch.inputs(batch=2, seq=32)
-    reference = arch.model()
+def _census_before_after(reference, inputs):  # noqa: ANN001, ANN202
+    """Saved-tensor censuses of one step of `reference` and of a patched deep copy of it."""
     patched = copy.deepcopy(reference)
     patch_model(patched)
     with SavedTensorCensus() as before:
         loss_and_grads(reference, inputs)
     with SavedTensorCensus() as after:
         loss_and_grads(patched, inputs)
+    return before, after
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_census_drops_by_the_mask_share(name: str) -> None:
+    """Against the unpatched model's default implementation: every mask now costs 1 bit, not 4 bytes."""
+    arch = ARCHS[name]
+    before, after = _census_before_after(arch.model(), arch.inputs(batch=2, seq=32))
     # Each packed mask element held 4 float32 bytes of F.dropout noise before (CPU); sequence and
     # hidden sizes are multiples of 8, so packed bytes * 8 is the exact mask element count.
     assert after.packed_bytes > 0
@@ -106,15 +110,9 @@ def test_census_drops_by_the_mask_share(name: str) -> None:
 def test_bert_seq128_census_drop_at_least_30_percent() -> None:
     """The issue's acceptance figure: BERT, seq 128, dropout 0.1, default attention, CPU."""
     arch = ARCHS["bert"]
-    inputs = arch.inputs(batch=2, seq=128)
     reference = arch.model()
     assert reference.config._attn_implementation == "sdpa"
-    patched = copy.deepcopy(reference)
-    patch_model(patched)
-    with SavedTensorCensus() as before:
-        loss_and_grads(reference, inputs)
-    with SavedTensorCensus() as after:
-        loss_and_grads(patched, inputs)
+    before, after = _census_before_after(reference, arch.inputs(batch=2, seq=128))
     drop = 1 - after.total_bytes / before.total_bytes
     assert drop >= 0.30, f"saved-for-backward bytes dropped only {drop:.1%}"
 
