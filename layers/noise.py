@@ -50,10 +50,23 @@ def packed_noise(mask: PackedBool, scale: torch.Tensor) -> torch.Tensor:
         >>> torch.equal(packed_noise(m, noise_scale(0.1, torch.float32)), m.unpack().float().div_(0.9))
         True
     """
-    table = _table(mask.bits, float(scale), scale.dtype, mask.device)
-    rows = table.index_select(0, mask.packed.reshape(-1).int())  # (bytes, 8 // bits)
-    cols = last_dim(mask.shape)
-    rows = rows.view(*mask.packed.shape[:-1], -1)
+    return noise_from_bytes(mask.packed, mask.shape, mask.bits, scale)
+
+
+def noise_from_bytes(
+    packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int, scale: torch.Tensor
+) -> torch.Tensor:
+    """`packed_noise` on plain packed rows (uint8 in the `bittensor_core.layout` layout).
+
+    Args:
+        packed: uint8 of shape ``layout.packed_shape(shape, bits)``.
+        shape: the mask's logical shape; bits: its width.
+        scale: 0-dim float tensor; its dtype is the result's dtype.
+    """
+    table = _table(bits, float(scale), scale.dtype, packed.device)
+    rows = table.index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
+    cols = last_dim(shape)
+    rows = rows.view(*packed.shape[:-1], -1)
     if rows.shape[-1] != cols:  # drop the row padding
         rows = rows[..., :cols]
-    return rows.reshape(mask.shape)
+    return rows.reshape(shape)

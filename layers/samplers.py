@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bittensor_core import PackedBool
+from bittensor_core import PackedBool, kernels
 from bittensor_core.layout import packed_shape, row_bytes
 
 Shape = torch.Size | tuple[int, ...]
@@ -115,6 +115,22 @@ def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> PackedBool:
 
 def _philox(seed: int) -> np.random.BitGenerator:
     return np.random.Philox(key=seed)
+
+
+def draw_packed(sampler: str, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
+                bits: int = 1) -> torch.Tensor:
+    """A Bernoulli(keep) mask of `shape` drawn by `sampler`, as plain packed uint8 rows.
+
+    The bytes follow `bittensor_core.layout` at width `bits` (``layout.packed_shape(shape, bits)``),
+    so `layers.noise.noise_from_bytes` decodes them. `key` as for the sampler's `draw` (None for
+    "exact" unless the draw must be replayed).
+    """
+    mask = get_sampler(sampler).draw(key, shape, keep, like, like.device)
+    if isinstance(mask, PackedBool) and mask.bits == bits:
+        return mask.packed
+    if isinstance(mask, PackedBool):
+        mask = mask.unpack()
+    return kernels.pack(mask, bits)
 
 
 _SAMPLERS = {"exact": ExactSampler(), "fast": FastSampler()}
