@@ -42,7 +42,7 @@ class _SlotMajor(MaskType):
 
     @staticmethod
     def tokens(mask: torch.Tensor) -> torch.Tensor:
-        return mask.nonzero(as_tuple=True)[1]
+        return mask.unpack().nonzero(as_tuple=True)[1]
 
 
 class DispatchTokens(_SlotMajor):
@@ -71,11 +71,11 @@ class GatherSlots(_SlotMajor):
     """(T, k) routing weights -> (n,): the weight of each routed pair."""
 
     def apply(self, mask: torch.Tensor, w: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-        return w.T[mask]
+        return w.T[mask.unpack()]
 
     def grad(self, mask: torch.Tensor, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor]:
         grad = grad_out.new_zeros(mask.shape)
-        grad[mask] = grad_out
+        grad[mask.unpack()] = grad_out
         return (grad.T,)
 
 

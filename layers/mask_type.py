@@ -7,10 +7,12 @@ A `MaskType` says three things about a binary mask:
 - `apply`: what forward computes from the mask and the inputs;
 - `grad`: what backward computes from the mask, the output gradient and whatever `save` kept.
 
-`apply_mask` runs a mask type through `MaskFunction`, which keeps the mask for backward as a
-`PackedBool` (width and unpack mode chosen by the caller) or, for ``storage="seeded"``, only the
-sampler's key. Both go through ``ctx.save_for_backward``, so saved-tensor hooks (checkpointing,
-`save_on_cpu` offloading, `SavedTensorCensus`) see and manage them. See docs/mask-types.md.
+`apply_mask` runs a mask type through `MaskFunction`, which keeps the mask for backward as plain
+packed uint8 bytes (width and unpack mode chosen by the caller) or, for ``storage="seeded"``, only
+the sampler's key. Both go through ``ctx.save_for_backward``, so saved-tensor hooks (checkpointing,
+`save_on_cpu` offloading, `SavedTensorCensus`) see and manage them. The Function holds no tensor
+subclass, so torch.compile traces it into the model's graph (docs/compile.md). See
+docs/mask-types.md.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import torch
 
 from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
-from bittensor_core.layout import last_dim, packed_shape
 
+from .mask import Mask
 from .options import MaskStorage
 from .samplers import get_sampler
 
 Shape = torch.Size | tuple[int, ...]
-# draw(shape, keep) -> bool mask of `shape` (plain or PackedBool), True with probability `keep`.
+# draw(shape, keep) -> bool mask of `shape` (a bool tensor or a `Mask`), True with probability `keep`.
 Draw = Callable[[Shape, float], torch.Tensor]
 
 
@@ -59,17 +61,17 @@ class MaskType(ABC):
         )
 
     @abstractmethod
-    def apply(self, mask: PackedBool, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+    def apply(self, mask: Mask, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         """Forward: the output from the mask and the inputs.
 
-        `mask` (here and in `grad`) is a PackedBool of the mask's shape: use it in any torch op
-        (it unpacks itself), call ``mask.unpack()`` once if it is used several times, or read
-        ``mask.packed`` to work on the bytes (`layers.noise.packed_noise` does).
+        `mask` (here and in `grad`) is a `Mask` of the mask's shape: call ``mask.unpack()`` for
+        the bool tensor, or read ``mask.packed`` (uint8 rows) to work on the bytes
+        (`layers.noise.packed_noise` does). ``mask.shape``, ``mask.bits``, ``mask.numel()`` as usual.
         """
 
     @abstractmethod
     def grad(
-        self, mask: PackedBool, grad_out: torch.Tensor, *saved: torch.Tensor
+        self, mask: Mask, grad_out: torch.Tensor, *saved: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         """Backward: one gradient per input ``(x, *others)`` from the mask and `save`'s tensors."""
 
@@ -82,7 +84,7 @@ def apply_mask(
     mask_type: MaskType,
     x: torch.Tensor,
     *others: torch.Tensor,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | Mask | None = None,
     storage: MaskStorage | None = None,
 ) -> torch.Tensor:
     """Run `mask_type` on ``(x, *others)`` and keep its mask packed for backward.
@@ -90,7 +92,7 @@ def apply_mask(
     Args:
         mask_type: the mask type, with its settings.
         x, others: the op's inputs (any shapes the mask type accepts).
-        mask: a given bool mask (plain or PackedBool); if None, `mask_type.sample` draws it.
+        mask: a given bool mask (bool tensor, PackedBool or `Mask`); if None, `mask_type.sample` draws it.
         storage: bits / unpack mode / packed-or-seeded / sampler (default: 1 bit, lazy, packed, exact).
 
     Returns:
@@ -100,13 +102,24 @@ def apply_mask(
         >>> out = apply_mask(BernoulliMask(p=0.1, shape_of=lambda x: x.shape), torch.randn(4, 8))
     """
     storage = storage or MaskStorage()
+    given, shape = None, None
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise PackedBoolTypeError(f"mask must be a bool tensor, got dtype={mask.dtype}; pass mask.bool().")
+        if not isinstance(mask, Mask) and getattr(mask, "dtype", None) != torch.bool:
+            raise PackedBoolTypeError(
+                f"mask must be a bool tensor, PackedBool or Mask, got {getattr(mask, 'dtype', type(mask))}; "
+                "pass mask.bool()."
+            )
         if storage.storage == "seeded":
             raise PackedBoolValueError("storage='seeded' needs a sampled mask; a given mask can only be packed.")
-    fn = _apply_eagerly if torch.compiler.is_compiling() else MaskFunction.apply
-    return fn(mask_type, storage, mask, x, *others)
+        given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
+        given, shape = given.packed, given.shape
+    elif storage.storage == "seeded" and storage.sampler == "exact" and torch.compiler.is_compiling():
+        raise PackedBoolValueError(
+            "storage='seeded' with sampler='exact' cannot run under torch.compile (a compiled graph cannot "
+            "snapshot and replay torch's generator); use storage='packed' (1 bit per element) or "
+            "sampler='fast' (seeded by an 8-byte key)."
+        )
+    return MaskFunction.apply(mask_type, storage, given, shape, x, *others)
 
 
 class MaskFunction(torch.autograd.Function):
@@ -114,19 +127,18 @@ class MaskFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, mask_type: MaskType, storage: MaskStorage, given: torch.Tensor | None,
-                x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+                given_shape: torch.Size | None, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         key = None
         if given is None:
             sampler = get_sampler(storage.sampler)
             key = sampler.key(x.device, replay=storage.storage == "seeded")
-            mask = mask_type.sample(x, _bind(sampler.draw, key, x))
+            mask = Mask.of(mask_type.sample(x, _bind(sampler.draw, key, x)), storage.bits, storage.unpack)
         else:
-            mask = given
-        mask = _packed(mask, storage)
+            mask = Mask(given, given_shape, storage.bits, storage.unpack)
         out = mask_type.apply(mask, x, *others)
         if mask_type.inplace:
             ctx.mark_dirty(x)
-        kept = key if storage.storage == "seeded" else _flat(mask)
+        kept = key if storage.storage == "seeded" else _saved(mask)
         ctx.save_for_backward(kept, *mask_type.save(x, *others))
         ctx.mask_type, ctx.storage, ctx.mask_shape = mask_type, storage, mask.shape
         ctx.x_meta = (x.shape, x.stride(), x.dtype, x.device)
@@ -140,54 +152,22 @@ class MaskFunction(torch.autograd.Function):
             shape, stride, dtype, device = ctx.x_meta
             like = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
             sampler = get_sampler(storage.sampler)
-            mask = _packed(mask_type.sample(like, _bind(sampler.redraw, kept, like, device)), storage)
+            drawn = mask_type.sample(like, _bind(sampler.redraw, kept, like, device))
+            mask = Mask.of(drawn, storage.bits, storage.unpack)
         else:
-            mask = _unflat(kept, ctx.mask_shape)
+            kept = kept.packed if isinstance(kept, PackedBool) else kept
+            mask = Mask.unflat(kept, ctx.mask_shape, storage.bits, storage.unpack)
         grads = mask_type.grad(mask, grad_out, *saved)
-        return (None, None, None, *grads)
+        return (None, None, None, None, *grads)
 
 
-# Under torch.compile the Function runs eagerly (a graph break on each side): dynamo cannot trace
-# the construction of tensor subclasses inside an autograd.Function, nor the fast sampler's numpy.
-# (torch._disable_dynamo imports dynamo only when called: `import layers` stays light.)
-@torch._disable_dynamo
-def _apply_eagerly(*args: Any) -> torch.Tensor:
-    return MaskFunction.apply(*args)
-
-
-def _packed(mask: torch.Tensor, storage: MaskStorage) -> PackedBool:
-    """The mask as a PackedBool of its own shape at the storage's width (shares bytes if it is one)."""
-    if isinstance(mask, PackedBool):
-        if mask.bits == storage.bits and mask.unpack_mode == storage.unpack:
-            return mask
-        if mask.bits == storage.bits:
-            return PackedBool.from_packed(mask.packed, mask.shape, bits=mask.bits, unpack=storage.unpack)
-    return PackedBool(mask, bits=storage.bits, unpack=storage.unpack)
-
-
-def _aligned(shape: torch.Size, bits: int) -> bool:
-    """Rows fill whole bytes, so the storage is also the packing of the flattened mask."""
-    return last_dim(shape) * bits % 8 == 0
-
-
-def _flat(mask: PackedBool) -> PackedBool:
-    """What is saved: the mask as 1-D, ceil(n * bits / 8) bytes whatever its shape.
-
-    Broadcast masks end in size-1 dims ((B, H, 1, 1) head gates, (B, 1, 1) DropPath); packed
-    along their own last dim each element would take a whole byte. Aligned masks share bytes.
-    """
-    if _aligned(mask.shape, mask.bits):
-        return PackedBool.from_packed(mask.packed.reshape(-1), (mask.numel(),), bits=mask.bits,
-                                      unpack=mask.unpack_mode)
-    return PackedBool(mask.unpack().reshape(-1), bits=mask.bits, unpack=mask.unpack_mode)
-
-
-def _unflat(kept: PackedBool, shape: torch.Size) -> PackedBool:
-    """Inverse of `_flat`."""
-    if _aligned(shape, kept.bits):
-        packed = kept.packed.view(packed_shape(shape, kept.bits))
-        return PackedBool.from_packed(packed, shape, bits=kept.bits, unpack=kept.unpack_mode)
-    return PackedBool(kept.unpack().view(shape), bits=kept.bits, unpack=kept.unpack_mode)
+def _saved(mask: Mask) -> torch.Tensor:
+    """The flat bytes, as a 1-D PackedBool in eager mode (so `SavedTensorCensus` and tools see a
+    packed mask) and as the plain uint8 tensor while compiling (no subclass inside the graph)."""
+    flat = mask.flat()
+    if torch.compiler.is_compiling():
+        return flat
+    return PackedBool.from_packed(flat, (mask.numel(),), bits=mask.bits, unpack=mask.unpack_mode)
 
 
 def _bind(fn: Callable, key: torch.Tensor | None, like: torch.Tensor, device: torch.device | None = None) -> Draw:

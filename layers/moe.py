@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bittensor_core import PackedBool
-
+from .mask import plain
 from .mask_type import MaskType, apply_mask
 from .options import MaskStorage
 from .router import RouterOutput, TopKRouter
@@ -21,8 +20,7 @@ from .router import RouterOutput, TopKRouter
 
 def routed_pairs(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(expert_idx, token_idx) of every True in a (T, E) mask, expert-major (tokens ascending)."""
-    plain = mask.unpack() if isinstance(mask, PackedBool) else mask
-    expert_idx, token_idx = plain.t().nonzero(as_tuple=True)
+    expert_idx, token_idx = plain(mask).t().nonzero(as_tuple=True)
     return expert_idx, token_idx
 
 
@@ -92,9 +90,10 @@ class PackedMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
         self.last_routing = routing
-        tokens = x.reshape(-1, x.shape[-1])
-        routed = apply_mask(DispatchMask(), tokens, mask=routing.mask, storage=self.options)
-        counts = routing.mask.unpack().sum(0).tolist()
+        mask, weights = routing.mask, routing.weights
+        tokens = x.reshape(mask.shape[0], x.shape[-1])
+        routed = apply_mask(DispatchMask(), tokens, mask=mask, storage=self.options)
+        counts = mask.unpack().sum(0).tolist()
         outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, routed.split(counts), strict=True)])
-        y = apply_mask(CombineMask(), outputs, routing.weights, mask=routing.mask, storage=self.options)
+        y = apply_mask(CombineMask(), outputs, weights, mask=mask, storage=self.options)
         return y.reshape(x.shape)

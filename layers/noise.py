@@ -12,8 +12,9 @@ from functools import lru_cache
 
 import torch
 
-from bittensor_core import PackedBool
 from bittensor_core.layout import last_dim, per_byte
+
+from .mask import Mask
 
 
 def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -28,21 +29,25 @@ def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
     return one if p >= 1.0 else one.div_(1.0 - p)
 
 
-@lru_cache(maxsize=64)
-def _table(bits: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(256, 8 // bits): row b holds the noise values of the elements packed in byte b."""
-    k = per_byte(bits)
-    shifts = torch.arange(k, device=device) * bits
-    fields = (torch.arange(256, device=device)[:, None] >> shifts) & 1
-    value = torch.tensor(scale, dtype=torch.float64).to(dtype)  # the exact scale, no re-rounding
-    return torch.where(fields.bool(), value.to(device), torch.zeros((), dtype=dtype, device=device))
+@lru_cache(maxsize=16)
+def _fields(bits: int, device: torch.device) -> torch.Tensor:
+    """(256, 8 // bits) bool: row b says which elements packed in byte b are set."""
+    shifts = torch.arange(per_byte(bits), device=device) * bits
+    return ((torch.arange(256, device=device)[:, None] >> shifts) & 1).bool()
 
 
-def packed_noise(mask: PackedBool, scale: torch.Tensor) -> torch.Tensor:
+def _table(bits: int, scale: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(256, 8 // bits): row b holds the noise values (0 or `scale`) of the elements in byte b."""
+    # Built from the scale tensor itself (no float() of it): traceable, and the exact value.
+    fields = _fields.__wrapped__(bits, device) if torch.compiler.is_compiling() else _fields(bits, device)
+    return torch.where(fields, scale.to(device), torch.zeros((), dtype=scale.dtype, device=device))
+
+
+def packed_noise(mask: Mask, scale: torch.Tensor) -> torch.Tensor:
     """The tensor ``mask * scale`` (0 where False, `scale` where True), mask's shape, scale's dtype.
 
     Args:
-        mask: PackedBool of any shape and width.
+        mask: `Mask` or PackedBool of any shape and width.
         scale: 0-dim float tensor (see `noise_scale`); its dtype is the result's dtype.
 
     Example:
@@ -63,7 +68,7 @@ def noise_from_bytes(
         shape: the mask's logical shape; bits: its width.
         scale: 0-dim float tensor; its dtype is the result's dtype.
     """
-    table = _table(bits, float(scale), scale.dtype, packed.device)
+    table = _table(bits, scale, packed.device)
     rows = table.index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
     cols = last_dim(shape)
     rows = rows.view(*packed.shape[:-1], -1)

@@ -8,6 +8,7 @@ also the only thing the weight selection saves for backward (1 bit per token-exp
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,7 @@ from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
 
 from .bernoulli_mask import BernoulliMask
+from .mask import Mask
 from .mask_type import apply_mask
 from .options import MaskStorage, check_floating
 
@@ -25,7 +27,8 @@ class RouterOutput(NamedTuple):
     """What a router returns, for T tokens and E experts.
 
     Attributes:
-        mask: (T, E) PackedBool, True where a token goes to an expert (k per row).
+        mask: (T, E) PackedBool (a `layers.mask.Mask` under torch.compile), True where a token goes
+            to an expert (k per row).
         weights: (T, E) float, the combine weight of each chosen expert, 0 elsewhere.
         logits: (T, E) router scores before the softmax (for auxiliary losses).
     """
@@ -48,6 +51,14 @@ def top_k_mask(scores: torch.Tensor, top_k: int) -> torch.Tensor:
     """(T, E) bool mask of each row's top_k scores (ties: torch.topk's choice)."""
     idx = scores.detach().topk(top_k, dim=-1).indices
     return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(-1, idx, True)
+
+
+def public_mask(mask: Mask) -> PackedBool | Mask:
+    """The routing mask handed to callers: a PackedBool in eager mode; while compiling the `Mask`
+    itself (same ``packed`` / ``shape`` / ``bits`` / ``unpack()``), as dynamo cannot build the subclass."""
+    if torch.compiler.is_compiling():
+        return mask
+    return PackedBool.from_packed(mask.packed, mask.shape, bits=mask.bits)
 
 
 class TopKRouter(nn.Module):
@@ -77,20 +88,23 @@ class TopKRouter(nn.Module):
         self.gate = nn.Linear(hidden_size, num_experts, bias=False)
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
+        return RouterOutput(*self.route(x))
+
+    def route(self, x: torch.Tensor) -> tuple[PackedBool | Mask, torch.Tensor, torch.Tensor]:
+        """`forward` as a tuple (mask, weights, logits)."""
         check_floating(x, "input")
-        if x.shape[-1] != self.gate.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.gate.in_features:
             raise PackedBoolValueError(
                 f"TopKRouter expects (..., hidden_size={self.gate.in_features}), got shape {tuple(x.shape)}."
             )
-        logits = self.gate(x.reshape(-1, x.shape[-1]))
+        logits = self.gate(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))  # not -1: T may be 0
         probs = torch.softmax(logits, dim=-1)
-        chosen = top_k_mask(probs, self.top_k)
-        mask = PackedBool(chosen, bits=self.options.bits)
+        mask = Mask.of(top_k_mask(probs, self.top_k), self.options.bits)
         # probs * mask, with the mask saved at `bits` bits instead of a byte (or a float) per pair.
         weights = apply_mask(BernoulliMask(0.0), probs, mask=mask, storage=self.options)
         if self.normalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        return RouterOutput(mask, weights, logits)
+        return public_mask(mask), weights, logits
 
     def extra_repr(self) -> str:
         return (

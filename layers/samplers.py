@@ -13,16 +13,25 @@ Two samplers, both driven by torch's default generator (so `torch.manual_seed` f
 
 Each sampler has a `key` (what must be kept to draw the same mask again: the generator state for
 "exact", the 8-byte seed for "fast"), `draw` (forward, advances torch's generator as usual) and
-`redraw` (backward of ``storage="seeded"``: the same mask again, torch's generator untouched).
+`redraw` (backward of ``storage="seeded"``: the same mask again from a private generator set from
+the key, so torch's generator is untouched and other threads drawing meanwhile change nothing).
+
+Under torch.compile the fast draw is one opaque op (``packedbool::philox_bernoulli``, a
+`torch.library.custom_op`): the numpy Philox stream cannot be traced, and as an op it gives the
+same bits compiled and eager for the same seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
-from bittensor_core import PackedBool, kernels
+from bittensor_core import kernels
 from bittensor_core.layout import packed_shape, row_bytes
+
+from .mask import Mask
 
 Shape = torch.Size | tuple[int, ...]
 _FAST_BITS = 16  # resolution of the fast sampler's keep probability
@@ -41,25 +50,24 @@ class ExactSampler:
         return torch.get_device_module(device.type).get_rng_state(device)
 
     def draw(self, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
-             device: torch.device) -> torch.Tensor:
+             device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         # A mask of the input's own shape takes its strides, as F.dropout's empty_like(input) does:
         # the generator fills memory in order, so a transposed input gets the same numbers.
         base = like if tuple(shape) == tuple(like.shape) else torch.empty(shape, device="meta")
         if device.type == "cpu":
             # native_dropout_cpu's own draw: one bool bernoulli_ (F.dropout draws the same numbers).
-            return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(keep)
+            return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(keep, generator=generator)
         # On CUDA nn.Dropout is native_dropout's fused kernel: take its mask to follow its stream.
         return torch.native_dropout(torch.empty_like(base, dtype=like.dtype, device=device), 1.0 - keep, True)[1]
 
     def redraw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
                device: torch.device) -> torch.Tensor:
-        on_cpu = device.type == "cpu"
-        # fork_rng restores the forked generators afterwards (CPU always, plus `device` if any).
-        with torch.random.fork_rng(devices=[] if on_cpu else [device], device_type="cuda" if on_cpu else device.type):
-            if on_cpu:
-                torch.set_rng_state(key)
-            else:
-                torch.get_device_module(device.type).set_rng_state(key, device)
+        if device.type == "cpu":  # a private generator at the saved state: thread-safe
+            return self.draw(None, shape, keep, like, device, torch.Generator().set_state(key))
+        # NOTE: native_dropout takes no generator, so on CUDA the device generator is rewound
+        # (fork_rng restores it afterwards); this is not safe against other threads drawing on it.
+        with torch.random.fork_rng(devices=[device], device_type=device.type):
+            torch.get_device_module(device.type).set_rng_state(key, device)
             return self.draw(None, shape, keep, like, device)
 
 
@@ -69,24 +77,39 @@ class FastSampler:
     name = "fast"
 
     def key(self, device: torch.device, *, replay: bool) -> torch.Tensor:
-        return torch.empty((), dtype=torch.int64).random_()
+        return torch.randint(0, 2**63 - 1, (), dtype=torch.int64)  # out-of-place: dynamo traces it
 
     def draw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
-             device: torch.device) -> torch.Tensor:
-        seed = int(key) & (2**64 - 1)
-        if device.type == "cpu" and not torch.compiler.is_compiling():
-            return philox_packed_bernoulli(seed, shape, keep)
-        gen = torch.Generator(device=device).manual_seed(seed)  # CUDA's generator is Philox too
-        return torch.rand(shape, generator=gen, device=device) < keep
+             device: torch.device) -> Mask:
+        return Mask(philox_bernoulli(key, list(shape), float(keep), device), shape, 1)
 
     redraw = draw  # a pure function of the key
 
 
-def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> PackedBool:
+@torch.library.custom_op("packedbool::philox_bernoulli", mutates_args=())
+def philox_bernoulli(key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device) -> torch.Tensor:
+    """The fast sampler's Bernoulli(keep) mask of `shape` on `device` as 1-bit packed uint8 rows.
+
+    `key`: 0-dim int64 seed. CPU: `philox_packed_bernoulli`; elsewhere torch's Philox generator
+    (CUDA's generator is Philox too) and a pack. An opaque op, so compiled code draws the same bits.
+    """
+    seed = int(key) & (2**64 - 1)
+    if device.type == "cpu":
+        return philox_packed_bernoulli(seed, tuple(shape), keep)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return kernels.pack(torch.rand(shape, generator=gen, device=device) < keep, 1)
+
+
+@philox_bernoulli.register_fake
+def _(key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device) -> torch.Tensor:
+    return torch.empty(packed_shape(tuple(shape), 1), dtype=torch.uint8, device=device)
+
+
+def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> torch.Tensor:
     """A Bernoulli(keep) mask of `shape`, drawn straight into 1-bit packed rows.
 
     Bit j of the random stream becomes mask element j of its row (rows padded to whole bytes,
-    padding bits cleared), so the result is a valid `PackedBool` without a packing pass.
+    padding bits cleared), so the result is valid packed storage without a packing pass.
     P(bit) = round(keep * 2**16) / 2**16: with t that integer, start from 0 and for each binary
     digit of t from the lowest, OR (digit 1) or AND (digit 0) in a fresh random word.
     """
@@ -109,8 +132,7 @@ def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> PackedBool:
     packed = acc.view(np.uint8)[:nbytes].reshape(rows, row_bytes(cols, 1))
     if cols % 8:
         packed[:, -1] &= np.uint8((1 << (cols % 8)) - 1)
-    storage = torch.from_numpy(packed).view(packed_shape(shape, 1))
-    return PackedBool.from_packed(storage, shape, bits=1)
+    return torch.from_numpy(packed).view(packed_shape(shape, 1))
 
 
 def _philox(seed: int) -> np.random.BitGenerator:
@@ -125,12 +147,7 @@ def draw_packed(sampler: str, key: torch.Tensor | None, shape: Shape, keep: floa
     so `layers.noise.noise_from_bytes` decodes them. `key` as for the sampler's `draw` (None for
     "exact" unless the draw must be replayed).
     """
-    mask = get_sampler(sampler).draw(key, shape, keep, like, like.device)
-    if isinstance(mask, PackedBool) and mask.bits == bits:
-        return mask.packed
-    if isinstance(mask, PackedBool):
-        mask = mask.unpack()
-    return kernels.pack(mask, bits)
+    return Mask.of(get_sampler(sampler).draw(key, shape, keep, like, like.device), bits).packed
 
 
 _SAMPLERS = {"exact": ExactSampler(), "fast": FastSampler()}

@@ -26,7 +26,8 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
         return rows.clone().view(packed_shape(mask.shape, bits))
     groups = rows.reshape(rows.shape[0], nbytes, k)
     if bits == 1:
-        if groups.storage_offset() % 8 or not groups.is_contiguous():
+        # (storage_offset() cannot be traced inside an autograd.Function: copy while compiling)
+        if torch.compiler.is_compiling() or groups.storage_offset() % 8 or not groups.is_contiguous():
             groups = groups.contiguous()
         word = groups.view(torch.int64).squeeze(-1)
         out = ((word * _GATHER_BITS) >> 56).to(torch.uint8)
