@@ -4,67 +4,98 @@ In transformers the attention-probability dropout is not an ``nn.Dropout`` call:
 module passes ``dropout=p`` to the function registered for ``config._attn_implementation``. So
 `register_attention` registers, under one name,
 
-- an attention function (``AttentionInterface``) that runs `layers.packed_attention`, which keeps
-  the (B, H, Sq, Sk) dropout mask at `bits` bits (or delegates to flash-attn on CUDA, 0 bits), and
-- a mask function (``AttentionMaskInterface``) that builds the model's boolean padding / causal /
-  sliding-window mask exactly as transformers' ``sdpa_mask`` does and returns it as a PackedBool.
-  Without a mask function under the same name transformers passes no mask at all.
+- an attention function (``AttentionInterface``) that runs the implementation the model ran
+  before patching (its `reference`: ``"sdpa"`` or ``"eager"``) with only the dropout mask's
+  storage changed, and
+- a mask function (``AttentionMaskInterface``) that builds the boolean mask that reference's own
+  mask function builds (``sdpa_mask``; ``eager_mask`` before its float conversion), packed.
 
-`huggingface.patch_model` then calls ``model.set_attn_implementation(name)``. Nothing in
-transformers is modified; the name encodes the options, so two models patched with different
-options coexist.
+The attention function, training with dropout (otherwise it just calls the reference):
+
+- ``sdpa``: transformers' own ``sdpa_attention_forward`` runs (GQA handling, causal rules, cache
+  slicing: all its own), and its call to ``F.scaled_dot_product_attention`` is routed to
+  `layers.packed_attention`, which is SDPA's math path op for op with the mask kept packed and
+  the core recomputed in backward (see `layers.attention`);
+- ``eager``: the model's own ``eager_attention_forward`` (looked up in the attention module's
+  modeling file) runs under ``torch.utils.checkpoint`` with its float mask rebuilt from the
+  packed mask exactly as ``eager_mask`` builds it and its ``F.dropout`` call replaced by
+  ``probs * noise``, the noise decoded from a 1-bit mask drawn before the call with F.dropout's
+  own generator calls. We run the model's function rather than a copy of its ops because
+  architectures differ in small ways (scale before or after the matmul, head masks, casts).
+
+Either way autograd replays the reference's own aten ops in backward, so losses and gradients are
+bit-identical to the unpatched model, and per attention call only q, k, v, the packed masks and
+the module's other arguments stay alive. On CUDA, flash-attn (``flash=True``) or SDPA's fused
+kernels take the call where they can run (they keep no mask). `huggingface.patch_model` then
+calls ``model.set_attn_implementation(name)``. Nothing in transformers is modified.
 
 Example:
-    >>> name = register_attention(MaskStorage(bits=1))      # "packedbool"
+    >>> name = register_attention(MaskStorage(bits=1))      # "packedbool" (sdpa reference)
     >>> model.set_attn_implementation(name)
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import checkpoint
 
-from bittensor_core import PackedBool
+from bittensor_core import PackedBool, kernels
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage, packed_attention
+from layers.attention import DropoutSpec
 
 from . import flash_attn
+from .functional_dropout import DropoutRoute
 
 NAME = "packedbool"
 DEFAULT = MaskStorage()
-# Attention extras some architectures pass that packed_attention does not implement (attention
-# sinks, logit soft-capping, relative position bias): refuse them rather than silently drop them.
-UNSUPPORTED_KWARGS = ("s_aux", "sinks", "softcap", "position_bias")
+REFERENCES = ("sdpa", "eager")
 
 
-def registry_name(options: MaskStorage, *, flash: bool = True) -> str:
+def registry_name(options: MaskStorage, *, flash: bool = True, reference: str = "sdpa") -> str:
     """The transformers registry name for these options: ``"packedbool"`` for the defaults, else
     with a suffix (shared by the attention, mask and experts registries).
 
     The suffix never contains "sdpa", "flash" or "flex": transformers reads those substrings.
 
     Example:
-        >>> registry_name(MaskStorage()), registry_name(MaskStorage(bits=4, unpack="cached"))
-        ('packedbool', 'packedbool-b4-cached')
+        >>> registry_name(MaskStorage()), registry_name(MaskStorage(bits=4, unpack="cached"), reference="eager")
+        ('packedbool', 'packedbool-b4-cached-eager')
     """
     parts = [] if options.bits == 1 else [f"b{options.bits}"]
     parts += [] if options.unpack == "lazy" else [options.unpack]
     parts += [] if options.storage == "packed" else [options.storage]
     parts += [] if options.sampler == "exact" else [options.sampler]
     parts += [] if flash else ["nofa"]
+    parts += [] if reference == "sdpa" else [reference]
     return "-".join([NAME, *parts])
 
 
-def register_attention(options: MaskStorage = DEFAULT, *, flash: bool = True) -> str:
-    """Register the attention and mask functions for `options` (idempotent); return their name."""
+def register_attention(options: MaskStorage = DEFAULT, *, flash: bool = True, reference: str = "sdpa") -> str:
+    """Register the attention and mask functions for `options` and `reference` (idempotent); return their name."""
     from transformers import AttentionInterface, AttentionMaskInterface
 
-    name = registry_name(options, flash=flash)
-    AttentionInterface.register(name, partial(packed_attention_forward, options=options, flash=flash))
-    AttentionMaskInterface.register(name, partial(packed_mask, options=options))
+    if reference not in REFERENCES:
+        raise PackedBoolValueError(f"reference={reference!r}: packed attention reproduces only {REFERENCES}.")
+    name = registry_name(options, flash=flash, reference=reference)
+    AttentionInterface.register(
+        name, partial(packed_attention_forward, options=options, flash=flash, reference=reference)
+    )
+    AttentionMaskInterface.register(name, partial(packed_mask, options=options, reference=reference))
     return name
+
+
+def eager_function(module: torch.nn.Module) -> Callable | None:
+    """The ``eager_attention_forward`` of `module`'s modeling file (what it runs as "eager"), or None."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
 
 
 def packed_attention_forward(
@@ -75,77 +106,120 @@ def packed_attention_forward(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    is_causal: bool | None = None,
     *,
     options: MaskStorage = DEFAULT,
     flash: bool = True,
+    reference: str = "sdpa",
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention-function signature on top of `layers.packed_attention`.
+    """transformers' attention-function signature: `reference`'s results, its dropout mask packed.
 
     Args:
-        module: the calling attention module (its ``training``, ``is_causal`` and
-            ``num_key_value_groups`` are read, as transformers' SDPA function does).
+        module: the calling attention module (its ``training`` decides dropout; the reference reads
+            ``is_causal``, ``num_key_value_groups``, ...).
         query: (B, H, Sq, D); key, value: (B, Hkv, Sk, D).
-        attention_mask: None, a PackedBool / bool (True = attend) or an additive float mask,
-            broadcastable to (B, H, Sq, Sk).
+        attention_mask: None, or the PackedBool (True = attend) from `packed_mask`.
         dropout: attention-probability dropout (the model passes 0 in eval mode).
-        scaling: softmax scale, default ``D ** -0.5``.
-        is_causal: overrides ``module.is_causal``; used only when no mask is given.
+        scaling: softmax scale; kwargs (is_causal, position_bias, sinks, ...) go to the reference
+            unchanged, which supports what it supports.
+        options: how the dropout mask is kept; flash: allow flash-attn delegation (CUDA);
+        reference: "sdpa" or "eager", the implementation whose arithmetic is reproduced.
 
     Returns:
         (output of shape (B, Sq, H, D), None): no attention weights are kept, as with SDPA.
     """
-    bad = sorted(k for k in UNSUPPORTED_KWARGS if kwargs.get(k) is not None)
-    if bad:
-        raise PackedBoolValueError(
-            f"{type(module).__name__} passes {bad} to its attention function, which packed attention"
-            " does not implement; patch this model with patch_model(model, attention=False)."
-        )
-    q_len, kv_len = query.shape[2], key.shape[2]
-    # Same rule as transformers' sdpa_attention_forward: is_causal only when no mask is given.
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(q_len > 1 and attention_mask is None and causal)
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
     if flash and flash_attn.can_delegate(query, attention_mask):
         out = flash_attn.flash_attention(query, key, value, dropout, causal, scaling)
         return out.transpose(1, 2).contiguous(), None
+    train = module.training and dropout > 0.0
+    if reference == "sdpa":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:  # grouped-query attention: packed_attention takes equal head counts
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
-    if causal and kv_len > q_len:  # a pre-filled static cache: torch's causal mask is top-left aligned
-        key, value = key[:, :, :q_len], value[:, :, :q_len]
-    out = packed_attention(
-        query,
-        key,
-        value,
-        attn_mask=attention_mask,
-        dropout_p=dropout,
-        is_causal=causal,
-        scale=scaling,
-        bits=options.bits,
-        unpack=options.unpack,
-        storage=options.storage,
-        sampler=options.sampler,
-        training=module.training,
-    )
-    return out.transpose(1, 2).contiguous(), None
+        mask = attention_mask if train or attention_mask is None else _unpacked(attention_mask)
+        with _SdpaRoute(options) if train else nullcontext():
+            out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
+                                            **kwargs)
+        return out, None
+    eager = eager_function(module)
+    if eager is None:
+        raise PackedBoolValueError(
+            f"{type(module).__name__}'s modeling file has no eager_attention_forward to reproduce;"
+            " patch this model with patch_model(model, attention=False)."
+        )
+    dtype = _mask_dtype(module, query)
+    if not train:
+        mask = None if attention_mask is None else _eager_mask(_unpacked(attention_mask), dtype)
+        out, _ = eager(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
+        return out, None
+    shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    drop = DropoutSpec(dropout, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
+    keep = drop.draw(query)
+    packed_mask_ = None if attention_mask is None else attention_mask.packed
+    mask_spec = None if attention_mask is None else (attention_mask.shape, attention_mask.bits)
+    core = partial(_eager_core, eager, module, drop, mask_spec, dtype, scaling, kwargs)
+    out = checkpoint(core, query, key, value, packed_mask_, keep, use_reentrant=False, preserve_rng_state=drop.seeded)
+    return out, None
 
 
-def packed_mask(*args: Any, options: MaskStorage = DEFAULT, **kwargs: Any) -> PackedBool | None:
-    """transformers' mask-function signature: ``sdpa_mask``'s boolean mask, returned packed.
+def _eager_core(eager: Callable, module: torch.nn.Module, drop: DropoutSpec, mask_spec: tuple | None,
+                dtype: torch.dtype, scaling: float | None, kwargs: dict, query: torch.Tensor, key: torch.Tensor,
+                value: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        mask = _eager_mask(kernels.unpack(mask, *mask_spec), dtype)
+    apply = drop.dropout(keep)
+    with DropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x):
+        out, _ = eager(module, query, key, value, mask, dropout=drop.p, scaling=scaling, **kwargs)
+    return out
+
+
+def _eager_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """transformers' ``eager_mask`` from its boolean mask: 0 where True, dtype's min where False."""
+    return torch.where(keep, torch.zeros((), device=keep.device, dtype=dtype), torch.finfo(dtype).min)
+
+
+def _mask_dtype(module: torch.nn.Module, query: torch.Tensor) -> torch.dtype:
+    """The dtype transformers builds the eager mask in: the model's (its embeddings') dtype."""
+    param = next(module.parameters(), None)
+    return query.dtype if param is None or not param.is_floating_point() else param.dtype
+
+
+def _unpacked(mask: torch.Tensor) -> torch.Tensor:
+    return mask.unpack() if isinstance(mask, PackedBool) else mask
+
+
+class _SdpaRoute(TorchFunctionMode):
+    """Sends ``F.scaled_dot_product_attention`` calls to `layers.packed_attention` (same results)."""
+
+    def __init__(self, options: MaskStorage) -> None:
+        super().__init__()
+        self.options = options
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        o = self.options
+        return packed_attention(*args, **kwargs, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler)
+
+
+def packed_mask(*args: Any, options: MaskStorage = DEFAULT, reference: str = "sdpa", **kwargs: Any) -> PackedBool | None:
+    """transformers' mask-function signature: the reference's boolean mask, returned packed.
 
     Takes the arguments of ``transformers.masking_utils.sdpa_mask`` (batch_size, q_length,
-    kv_length, offsets, mask_function, the 2D padding mask, skip flags, device, ...).
+    kv_length, offsets, mask_function, the 2D padding mask, skip flags, device, ...). For the
+    eager reference the causal skip is off, as in ``eager_mask`` (eager attention has no is_causal).
 
     Returns:
-        PackedBool of shape (B, 1, q_length, kv_length), True = attend; or None where no mask is
-        needed (full bidirectional attention without padding, or a plain causal mask that
-        ``is_causal`` expresses).
+        PackedBool of shape (B, 1, q_length, kv_length), True = attend; or None where the
+        reference gets no mask either.
     """
     from transformers.masking_utils import sdpa_mask
 
+    if reference == "eager":
+        kwargs["allow_is_causal_skip"] = False
     mask = sdpa_mask(*args, **kwargs)
     if mask is None:
         return None

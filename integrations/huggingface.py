@@ -4,9 +4,13 @@
 
 - every ``nn.Dropout`` module is swapped for a `layers.PackedDropout` (found by walking
   ``named_modules()``, replaced with ``set_submodule``; same p, same RNG stream, 1-bit mask);
+- functional dropout calls (``F.dropout`` in model code) made during the model's forward go
+  through `layers.packed_dropout` (see `functional_dropout`; forward hooks on the model);
 - attention-probability dropout and boolean attention masks go through an attention function and
   a mask function registered with transformers' ``AttentionInterface`` / ``AttentionMaskInterface``
-  under one name (see `hf_attention`), selected with ``model.set_attn_implementation``;
+  under one name (see `hf_attention`), selected with ``model.set_attn_implementation``; they
+  reproduce the implementation the model used before ("sdpa" or "eager") bit for bit. The model
+  gets its own copy of its config first, so other models sharing that config object are untouched;
 - MoE expert dispatch goes through an experts function registered with ``ExpertsInterface``
   (see `hf_moe`), selected with ``model.set_experts_implementation``.
 
@@ -17,20 +21,33 @@ Example:
     >>> from integrations import patch_model
     >>> model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased")
     >>> print(patch_model(model))      # train as before; masks now take 1 bit per element
-    packed: dropout=38, attention=12, router=0 (attn_implementation='packedbool')
+    packed: dropout=38, functional_dropout=0, attention=12, router=0 (attn_implementation='packedbool')
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import re
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
+from bittensor_core.errors import PackedBoolTypeError
 from layers import MaskStorage, PackedDropout
 
-KINDS = ("dropout", "attention", "router")
+KINDS = ("dropout", "functional_dropout", "attention", "router")
+# Wrappers whose inner model is patched: attribute holding it, by wrapper type name (DDP, FSDP1,
+# DataParallel, torch.compile). Matched by type, so a user's own module with a `.module` is not one.
+_WRAPPERS = {
+    "DistributedDataParallel": "module",
+    "DataParallel": "module",
+    "FullyShardedDataParallel": "module",
+    "OptimizedModule": "_orig_mod",
+}
 _STATE = "_packedbool_patch"
 
 
@@ -39,7 +56,8 @@ class PatchReport:
     """What `patch_model` packed, and what it left alone and why.
 
     Attributes:
-        replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``attention``
+        replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``functional_dropout``
+            (modules whose code calls F.dropout / torch.dropout, now packed while the model runs), ``attention``
             (attention modules now on the packed attention function), ``router`` (MoE expert
             modules now dispatching through a packed routing mask).
         skipped: (where, why) for everything a user might expect packed but is not.
@@ -74,6 +92,9 @@ class _PatchState:
     attn_before: dict[str, str | None] | None  # None: attention was not switched
     experts_before: dict[str, str | None] | None
     skipped: list[tuple[str, str]]
+    configs: list[tuple[Any, str, Any]] = field(default_factory=list)  # (owner, attribute, original config)
+    hooks: list[RemovableHandle] = field(default_factory=list)
+    functional: int = 0  # modules whose functional dropout calls are routed
 
 
 def patch_model(
@@ -91,13 +112,16 @@ def patch_model(
     """Patch `model` in place so its binary training masks are stored at `bits` bits per element.
 
     Args:
-        model: a transformers ``PreTrainedModel`` (or any nn.Module: then only its nn.Dropout
-            modules are swapped), possibly wrapped in DDP (the model inside is patched). Patch
-            before ``torch.compile``: a compiled model keeps the graph it traced.
+        model: a transformers ``PreTrainedModel`` (or any nn.Module: then only its dropouts are
+            packed), possibly wrapped in DDP / FSDP / DataParallel / torch.compile (the model
+            inside is patched). Patch before ``torch.compile``: a compiled model keeps the graph
+            it traced.
         bits: storage width of every mask: 1 (default), 2, 4 or 8.
         unpack: ``"lazy"`` (unpack on use, keep nothing) or ``"cached"``.
-        dropout: swap ``nn.Dropout`` modules for ``PackedDropout`` (bit-identical outputs).
-        attention: route attention through the packed attention and mask functions.
+        dropout: swap ``nn.Dropout`` modules for ``PackedDropout`` and route functional dropout
+            calls through ``packed_dropout`` (bit-identical outputs).
+        attention: route attention through the packed attention and mask functions (models on
+            "sdpa" or "eager"; others are reported in ``skipped``).
         router: route MoE experts through the packed dispatch mask.
         storage: ``"packed"`` or ``"seeded"`` (0 bits: regenerate masks in backward).
         sampler: ``"exact"`` (nn.Dropout's random numbers) or ``"fast"`` (dropout modules only).
@@ -109,7 +133,7 @@ def patch_model(
     Example:
         >>> report = patch_model(model, bits=1)
         >>> report.replaced
-        {'dropout': 38, 'attention': 12, 'router': 0}
+        {'dropout': 38, 'functional_dropout': 0, 'attention': 12, 'router': 0}
         >>> unpatch_model(model)   # back to the original modules and attention implementation
     """
     options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
@@ -120,6 +144,9 @@ def patch_model(
     try:
         if dropout:
             _swap_dropouts(model, options, state)
+            _route_functional_dropouts(model, options, state)
+        if (attention or router) and hasattr(model, "config"):
+            _own_config(model, state)
         if attention:
             _switch_attention(model, options, flash, state)
         if router:
@@ -140,11 +167,12 @@ def unpatch_model(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.pop(_STATE, None)
     if state is not None:
         for path, original in state.originals.items():
-            model.set_submodule(path, original)
-        if state.attn_before is not None:
-            model.set_attn_implementation(state.attn_before)
-        if state.experts_before is not None:
-            model.set_experts_implementation(state.experts_before)
+            # the swapped module followed model.train() / eval() since patching: so does the original
+            model.set_submodule(path, original.train(model.get_submodule(path).training))
+        for handle in state.hooks:
+            handle.remove()
+        for owner, attr, config in state.configs:  # the original config objects, never modified
+            setattr(owner, attr, config)
     return report(model)
 
 
@@ -154,6 +182,7 @@ def report(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.get(_STATE)
     out = PatchReport(skipped=list(state.skipped) if state else [])
     out.replaced["dropout"] = sum(isinstance(m, PackedDropout) for m in model.modules())
+    out.replaced["functional_dropout"] = state.functional if state else 0
     if state is not None and state.attn_before is not None:
         out.attn_implementation = model.config._attn_implementation
         out.replaced["attention"] = sum(_dispatches(type(m), "ALL_ATTENTION_FUNCTIONS") for m in model.modules())
@@ -180,21 +209,52 @@ def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -
             state.skipped.append(
                 (path, f"{type(module).__name__} is not nn.Dropout (it draws a different mask); left as is")
             )
-    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
-        if _calls_functional_dropout(cls):
-            state.skipped.append(
-                (cls.__qualname__, "calls nn.functional.dropout in its code; that mask is not packed")
-            )
+
+
+def _route_functional_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
+    """Route F.dropout calls while the model runs, if any module's code makes them (no mode otherwise:
+    a TorchFunctionMode sees every torch call, which costs Python time per op)."""
+    from .functional_dropout import route_functional_dropout
+
+    state.functional = sum(_calls_functional_dropout(type(m)) for m in model.modules())
+    if state.functional:
+        state.hooks = route_functional_dropout(model, options)
+
+
+def _own_config(model: nn.Module, state: _PatchState) -> None:
+    """Give `model` a private copy of its config (and sub-configs), so that switching its attention /
+    experts implementation cannot switch another model sharing the same config object."""
+    from transformers import PretrainedConfig
+
+    memo: dict[int, Any] = {}
+    copy.deepcopy(model.config, memo)
+    for module in model.modules():
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, PretrainedConfig) and id(value) in memo:
+                state.configs.append((module, attr, value))
+                setattr(module, attr, memo[id(value)])
 
 
 def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state: _PatchState) -> None:
-    from .hf_attention import register_attention
+    from .hf_attention import REFERENCES, eager_function, register_attention
 
     if not hasattr(model, "set_attn_implementation"):
         state.skipped.append(("attention", f"{type(model).__name__} is not a transformers PreTrainedModel"))
         return
     before = _implementations(model, "_attn_implementation")
-    name = register_attention(options, flash=flash)
+    used = sorted({impl for impl in before.values() if impl is not None})
+    if len(used) != 1 or used[0] not in REFERENCES:
+        state.skipped.append(
+            ("attention", f"attention stays on {used}: packed attention reproduces only one of {REFERENCES}"
+             " for the whole model; set_attn_implementation('sdpa') before patching to pack it")
+        )
+        return
+    reference = used[0]
+    attention = [m for m in model.modules() if _dispatches(type(m), "ALL_ATTENTION_FUNCTIONS")]
+    if reference == "eager" and any(eager_function(m) is None for m in attention):
+        state.skipped.append(("attention", "its attention modules' modeling file has no eager_attention_forward"))
+        return
+    name = register_attention(options, flash=flash, reference=reference)
     model.set_attn_implementation(name)
     if model.config._attn_implementation != name:
         state.skipped.append(
@@ -230,12 +290,14 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
 
 # ---- helpers --------------------------------------------------------------------------------------
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP (``.module``) or torch.compile (``._orig_mod``) wrappers."""
-    while not hasattr(model, "config"):
-        inner = next((m for m in (getattr(model, a, None) for a in ("module", "_orig_mod")) if m is not None), None)
-        if not isinstance(inner, nn.Module):
-            break
-        model = inner
+    """The model inside DDP / FSDP / DataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    if not isinstance(model, nn.Module):
+        raise PackedBoolTypeError(
+            f"expected a torch.nn.Module (a transformers model or any module), got {type(model).__name__}: {model!r:.80}."
+        )
+    while type(model).__name__ in _WRAPPERS and isinstance(getattr(model, _WRAPPERS[type(model).__name__], None),
+                                                               nn.Module):
+        model = getattr(model, _WRAPPERS[type(model).__name__])
     return model
 
 
@@ -270,8 +332,9 @@ def _dispatches(cls: type, registry: str) -> bool:
     return f"{registry}.get_interface(" in _source(cls)
 
 
+_FUNCTIONAL_DROPOUT = re.compile(r"(functional|\bF|\btorch)\.dropout_?\(")
+
+
 def _calls_functional_dropout(cls: type) -> bool:
-    if not cls.__module__.startswith("transformers."):
-        return False
-    text = _source(cls)
-    return "functional.dropout(" in text or "F.dropout(" in text
+    """Whether `cls`'s code calls F.dropout / torch.dropout (what `functional_dropout` routes)."""
+    return not cls.__module__.startswith("torch.") and bool(_FUNCTIONAL_DROPOUT.search(_source(cls)))

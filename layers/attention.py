@@ -1,30 +1,42 @@
-"""`packed_attention`: scaled dot-product attention whose probability-dropout mask is kept packed.
+"""`packed_attention`: scaled dot-product attention that keeps only its inputs and a packed dropout mask.
 
-What is saved for backward (B, H, Sq, Sk = batch, heads, query and key lengths, D = head dim):
+With dropout, SDPA on CPU runs its math path and saves for backward the (B, H, Sq, Sk) scores'
+softmax, the float dropout noise and the dropped probabilities: 12 bytes per score in float32.
+`packed_attention` draws the dropout mask first (the same generator calls as SDPA's dropout, so the
+same mask), keeps it at `bits` bits per score, and runs the attention core under
+``torch.utils.checkpoint`` (non-reentrant): forward saves nothing inside the core, and backward
+recomputes it from q, k, v, the attention mask and the packed mask, letting autograd replay the
+very same aten ops. The core is SDPA's own math path (`attention_core.sdpa_math`) with dropout
+``attn * noise``, the noise decoded from the packed bits, which is what at::dropout computes. So
+outputs and gradients equal SDPA's bit for bit on any CPU, and what stays alive per call is
+q, k, v, the mask (1 bit per score; 0 with ``storage="seeded"``: the checkpoint replays the draw
+from the saved generator state instead) and a bool / packed attention mask if one was given.
+The price is one more forward of the core in backward.
 
-- q and k (for the score matmul), v, and the softmax output `probs` once (4 bytes per score in
-  float32): the softmax's saved output and the dropout-matmul's saved input are the same tensor;
-- the dropout mask as a PackedBool: Sq * Sk * bits / 8 bytes per (batch, head);
-- nothing for the attention mask: it becomes an additive -inf bias, and addition saves nothing.
-
-Eager attention with F.dropout (Hugging Face's eager path) saves probs, a float noise tensor and
-the dropped probs, i.e. 12 bytes per score in float32; this saves 4 bytes + 1 bit per score.
-Fused SDPA kernels (flash / memory-efficient, CUDA) regenerate their dropout mask and store none;
-call ``F.scaled_dot_product_attention`` directly where they apply and no mask is needed afterwards.
+Where the math path would not run, `packed_attention` calls ``F.scaled_dot_product_attention``
+itself, which keeps no (B, H, Sq, Sk) tensor at all: no dropout (eval, p = 0: the flash kernel on
+CPU) and, on CUDA, every call a fused kernel (flash / memory-efficient / cuDNN, which regenerate
+their dropout mask) accepts, as torch's own ``can_use_*_attention`` checks decide.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from bittensor_core import PackedBool
+from bittensor_core import PackedBool, kernels
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
+from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
-from .mask_type import apply_mask
+from .noise import noise_from_bytes, noise_scale
 from .options import MaskStorage, check_floating, check_p
+from .samplers import draw_packed
 
 
 class ProbsDropoutMatmul(BernoulliMask):
@@ -53,85 +65,137 @@ class ProbsDropoutMatmul(BernoulliMask):
 
 def packed_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *, bits: int = 1,
-    unpack: str = "lazy", storage: str = "packed", training: bool = True, sampler: str = "exact",
+    dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *, enable_gqa: bool = False,
+    bits: int = 1, unpack: str = "lazy", storage: str = "packed", training: bool = True, sampler: str = "exact",
 ) -> torch.Tensor:
-    """Attention ``softmax(q k^T * scale + mask) @ v`` with dropout on the probabilities, mask packed.
+    """``F.scaled_dot_product_attention`` with the same results, keeping its dropout mask packed.
 
     Args:
         query: (B, H, Sq, D).
-        key, value: (B, H, Sk, D) and (B, H, Sk, Dv); same head count as query (repeat kv heads
-            for grouped-query attention before calling).
+        key, value: (B, Hkv, Sk, D) and (B, Hkv, Sk, Dv); Hkv = H, or divides H with `enable_gqa`.
         attn_mask: broadcastable to (B, H, Sq, Sk): bool or PackedBool (True = attend, as SDPA)
-            or float (added to the scores).
+            or float (added to the scores); on query's device.
         dropout_p: dropout probability on the attention probabilities (applied only if `training`).
-        is_causal: hide future keys: query i sees keys 0..i (top-left aligned, as SDPA's is_causal;
-            for a kv cache pass ``padding_causal_mask(...)`` instead); combined with attn_mask.
+        is_causal: query i sees keys 0..i (top-left, as SDPA); not together with attn_mask (as
+            SDPA; for a kv cache pass ``padding_causal_mask(...)`` as attn_mask instead).
         scale: score scale, default 1 / sqrt(D).
+        enable_gqa: repeat key / value heads for grouped-query attention, as SDPA.
         bits, unpack, storage, sampler: how the dropout mask is kept and drawn (`MaskStorage`).
         training: False disables dropout (SDPA has no such flag; modules pass self.training).
 
     Returns:
-        (B, H, Sq, Dv). Rows with every key masked give zeros (like SDPA's math path).
+        (B, H, Sq, Dv), bit-identical to ``F.scaled_dot_product_attention`` with the same
+        arguments and seed (CPU; ``sampler="exact"``). Fully masked rows give zeros.
 
     Example:
         >>> q = k = v = torch.randn(2, 4, 16, 8, requires_grad=True)
         >>> out = packed_attention(q, k, v, is_causal=True, dropout_p=0.1)   # (2, 4, 16, 8)
     """
-    p = check_p(dropout_p)
+    p = check_p(dropout_p) if training else 0.0
     options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
-    _check_qkv(query, key, value)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(scale)
-    bias = _bias(attn_mask, is_causal, query, key)
-    if bias is None:
-        probs = torch.softmax(scores, dim=-1)
+    _check_inputs(query, key, value, attn_mask, is_causal, enable_gqa)
+    if p == 0.0 or query.shape[-1] == 0 or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa):
+        mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
+        return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale, enable_gqa=enable_gqa)
+    if isinstance(attn_mask, PackedBool):  # the checkpoint keeps the bytes; the core unpacks them
+        mask_spec, attn_mask = (attn_mask.shape, attn_mask.bits), attn_mask.packed
     else:
-        probs = torch.ops.aten._safe_softmax(scores.add_(bias), -1)  # fully masked rows -> 0, as SDPA
-    if not training or p == 0.0:
-        return torch.matmul(probs, value)
-    if p == 1.0:
-        return torch.matmul(probs * 0.0, value)
-    return apply_mask(ProbsDropoutMatmul(p), probs, value, storage=options)
+        mask_spec = None
+    shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
+    keep = drop.draw(query)
+    core = partial(_core, drop, mask_spec, is_causal, scale, enable_gqa)
+    # preserve_rng_state: with storage="seeded" the core draws the mask itself and the recompute
+    # replays that draw from the saved generator state.
+    return checkpoint(core, query, key, value, attn_mask, keep, use_reentrant=False, preserve_rng_state=drop.seeded)
 
 
-def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+@dataclass(frozen=True)
+class DropoutSpec:
+    """A (B, H, Sq, Sk) attention-dropout mask drawn before the attention core and replayed inside it.
+
+    Attributes: p, shape, bits (storage width), sampler ("exact" / "fast"), seeded (draw inside
+    the core, under a checkpoint that preserves the generator state, instead of keeping bits).
+    """
+
+    p: float
+    shape: tuple[int, ...]
+    bits: int
+    sampler: str
+    seeded: bool
+
+    def draw(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The packed mask (uint8 rows), drawn with F.dropout's generator calls; None when seeded
+        or p = 1 (at::dropout draws nothing then)."""
+        if self.seeded or self.p == 1.0:
+            return None
+        return draw_packed(self.sampler, None, self.shape, 1.0 - self.p, like, self.bits)
+
+    def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``attn -> attn * noise``: at::dropout's op, its noise decoded from packed bytes `keep`
+        (drawn here when seeded; none at all for p = 1, where at::dropout multiplies by 0)."""
+
+        def apply(attn: torch.Tensor) -> torch.Tensor:
+            if tuple(attn.shape) != self.shape:
+                raise PackedBoolValueError(
+                    f"dropout input has shape {tuple(attn.shape)}, the mask drawn for it {self.shape}."
+                )
+            if self.p == 1.0:
+                return attn * torch.zeros((), dtype=attn.dtype, device=attn.device)
+            bits = keep if keep is not None else draw_packed(self.sampler, None, self.shape, 1.0 - self.p, attn, self.bits)
+            return attn * noise_from_bytes(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
+
+        return apply
+
+
+def _core(drop: DropoutSpec, mask_spec: tuple | None, is_causal: bool, scale: float | None, enable_gqa: bool,
+          query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+          keep: torch.Tensor | None) -> torch.Tensor:
+    if mask_spec is not None:
+        attn_mask = kernels.unpack(attn_mask, *mask_spec)
+    return sdpa_math(query, key, value, attn_mask, drop.dropout(keep), is_causal, scale, enable_gqa)
+
+
+def fused_kernel_runs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+                      dropout_p: float, is_causal: bool, enable_gqa: bool = False) -> bool:
+    """Whether SDPA would run a fused CUDA kernel (flash, memory-efficient or cuDNN) for this call,
+    by torch's own checks; those kernels keep O(Sq) statistics and regenerate their dropout mask."""
+    if query.device.type != "cuda":
+        return False
+    mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
+    params = torch.backends.cuda.SDPAParams(query, key, value, mask, dropout_p, is_causal, enable_gqa)
+    checks = (torch.backends.cuda.can_use_flash_attention, torch.backends.cuda.can_use_efficient_attention,
+              torch.backends.cuda.can_use_cudnn_attention)
+    return any(check(params, False) for check in checks)
+
+
+def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+                  is_causal: bool, enable_gqa: bool) -> None:
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_floating(t, name)
         if t.dim() != 4:
             raise PackedBoolValueError(f"{name} must be 4-D (batch, heads, seq, head_dim), got shape {tuple(t.shape)}.")
-    if not (query.shape[1] == key.shape[1] == value.shape[1]):
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if key.shape[1] != value.shape[1] or (heads != kv_heads and not (enable_gqa and kv_heads and heads % kv_heads == 0)):
         raise PackedBoolValueError(
-            f"head count mismatch: query has {query.shape[1]} heads, key {key.shape[1]}, value "
-            f"{value.shape[1]}; repeat key/value heads first for grouped-query attention."
+            f"head count mismatch: query has {heads} heads, key {kv_heads}, value {value.shape[1]}; key and value"
+            " need the query's head count, or a divisor of it with enable_gqa=True (grouped-query attention)."
         )
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise PackedBoolValueError(
             f"shape mismatch: query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}; "
             "need query/key head dims equal and key/value sequence lengths equal."
         )
-
-
-def _bias(
-    attn_mask: torch.Tensor | None, is_causal: bool, query: torch.Tensor, key: torch.Tensor
-) -> torch.Tensor | None:
-    """The attention mask as an additive float bias (0 / -inf, or the float mask itself)."""
-    sq, sk = query.shape[-2], key.shape[-2]
-    keep = None
-    if is_causal:
-        keep = torch.ones(sq, sk, dtype=torch.bool, device=query.device).tril()
     if attn_mask is None:
-        return None if keep is None else _to_bias(keep, query.dtype)
-    if isinstance(attn_mask, PackedBool):
-        attn_mask = attn_mask.unpack()
-    if attn_mask.dtype == torch.bool:
-        return _to_bias(attn_mask if keep is None else attn_mask & keep, query.dtype)
-    if not attn_mask.is_floating_point():
+        return
+    if attn_mask.device != query.device:
+        raise PackedBoolValueError(
+            f"attn_mask is on {attn_mask.device} but query is on {query.device}; move the mask to {query.device}."
+        )
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
         raise PackedBoolTypeError(
             f"attn_mask must be bool, PackedBool or float, got dtype={attn_mask.dtype}; use mask.bool() for 0/1 masks."
         )
-    return attn_mask if keep is None else attn_mask + _to_bias(keep, attn_mask.dtype)
-
-
-def _to_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float("-inf"))
+    if is_causal:
+        raise PackedBoolValueError("pass either attn_mask or is_causal=True, not both (as SDPA); fold the causal"
+                                   " pattern into the mask, e.g. with padding_causal_mask(..., causal=True).")
