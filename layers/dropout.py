@@ -97,7 +97,7 @@ class PackedDropout(nn.Dropout):
         self, p: float = 0.5, inplace: bool = False, *, bits: int = 1, unpack: str = "lazy",
         storage: str = "packed", sampler: str = "exact",
     ) -> None:
-        super().__init__(p, inplace)
+        super().__init__(check_p(p), inplace)  # check_p: nn.Dropout lets NaN through
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .bernoulli_mask import BernoulliMask
 from .mask_type import apply_mask
-from .options import MaskStorage, check_floating, check_p
+from .options import MaskStorage, check_count, check_floating, check_p
 
 
 class HeadGate(nn.Module):
@@ -38,9 +38,7 @@ class HeadGate(nn.Module):
         unpack: str = "lazy", storage: str = "packed", sampler: str = "exact",
     ) -> None:
         super().__init__()
-        if not isinstance(num_heads, int) or num_heads < 1:
-            raise PackedBoolValueError(f"num_heads must be a positive int, got {num_heads!r}.")
-        self.num_heads, self.p = num_heads, check_p(p, "head drop")
+        self.num_heads, self.p = check_count("num_heads", num_heads), check_p(p, "head drop")
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
         self.register_buffer("head_mask", None if head_mask is None else self._check_head_mask(head_mask))
 

@@ -71,7 +71,7 @@ def noise_from_bytes(
     table = _table(bits, scale, packed.device)
     rows = table.index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
     cols = last_dim(shape)
-    rows = rows.view(*packed.shape[:-1], -1)
+    rows = rows.view(*packed.shape[:-1], packed.shape[-1] * per_byte(bits))  # not -1: may be empty
     if rows.shape[-1] != cols:  # drop the row padding
         rows = rows[..., :cols]
     return rows.reshape(shape)

@@ -6,8 +6,10 @@ the bad value and the allowed ones; `check_p` keeps nn.Dropout's exact message.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
@@ -18,12 +20,19 @@ SAMPLERS = ("exact", "fast")
 
 
 def check_p(p: float, what: str = "dropout") -> float:
-    """p in [0, 1], with nn.Dropout's message ("dropout probability has to be between 0 and 1, ...")."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    """p in [0, 1] (any real scalar, numpy's included; NaN is out of range), with nn.Dropout's message."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
         raise PackedBoolTypeError(f"{what} probability must be a float in [0, 1], got {p!r} ({type(p).__name__}).")
-    if p < 0.0 or p > 1.0:
+    if not 0.0 <= p <= 1.0:  # also catches NaN, which `p < 0 or p > 1` lets through
         raise PackedBoolValueError(f"{what} probability has to be between 0 and 1, but got {p}")
     return float(p)
+
+
+def check_count(name: str, value: int) -> int:
+    """A positive int (numpy ints too); bools are rejected, not taken as 0 / 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise PackedBoolValueError(f"{name}={value!r} must be a positive int, got {type(value).__name__}.")
+    return int(value)
 
 
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ from bittensor_core.errors import PackedBoolValueError
 from .bernoulli_mask import BernoulliMask
 from .mask import Mask
 from .mask_type import apply_mask
-from .options import MaskStorage, check_floating
+from .options import MaskStorage, check_count, check_floating
 
 
 class RouterOutput(NamedTuple):
@@ -38,13 +38,11 @@ class RouterOutput(NamedTuple):
     logits: torch.Tensor
 
 
-def check_experts(num_experts: int, top_k: int) -> None:
-    if not isinstance(num_experts, int) or num_experts < 1:
-        raise PackedBoolValueError(f"num_experts must be a positive int, got {num_experts!r}.")
-    if not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-        raise PackedBoolValueError(
-            f"top_k={top_k!r} must be an int with 1 <= top_k <= num_experts={num_experts}."
-        )
+def check_experts(num_experts: int, top_k: int) -> tuple[int, int]:
+    num_experts, top_k = check_count("num_experts", num_experts), check_count("top_k", top_k)
+    if top_k > num_experts:
+        raise PackedBoolValueError(f"top_k={top_k!r} must be <= num_experts={num_experts}.")
+    return num_experts, top_k
 
 
 def top_k_mask(scores: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -82,8 +80,8 @@ class TopKRouter(nn.Module):
         self, hidden_size: int, num_experts: int, top_k: int, *, bits: int = 1, normalize: bool = True
     ) -> None:
         super().__init__()
-        check_experts(num_experts, top_k)
-        self.num_experts, self.top_k, self.normalize = num_experts, top_k, normalize
+        self.num_experts, self.top_k = check_experts(num_experts, top_k)
+        self.normalize = normalize
         self.options = MaskStorage(bits=bits)
         self.gate = nn.Linear(hidden_size, num_experts, bias=False)
 

@@ -50,7 +50,30 @@ class ExactSampler:
         return torch.get_device_module(device.type).get_rng_state(device)
 
     def draw(self, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
-             device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+             device: torch.device) -> torch.Tensor:
+        if key is None or device.type != "cpu":
+            return self._bernoulli(shape, keep, like, device)
+        # Seeded: draw from a private generator at the snapshot `key`, then move torch's generator
+        # to where the draw left it (as if drawn there). Single-threaded this is nn.Dropout's draw;
+        # with another thread drawing between snapshot and draw, the mask still is the key's mask.
+        private = torch.Generator().set_state(key)
+        mask = self._bernoulli(shape, keep, like, device, private)
+        torch.set_rng_state(private.get_state())
+        return mask
+
+    def redraw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+        if device.type == "cpu":  # a private generator at the saved state: torch's is untouched
+            return self._bernoulli(shape, keep, like, device, torch.Generator().set_state(key))
+        # NOTE: native_dropout takes no generator, so on CUDA the device generator is rewound
+        # (fork_rng restores it afterwards); this is not safe against other threads drawing on it.
+        with torch.random.fork_rng(devices=[device], device_type=device.type):
+            torch.get_device_module(device.type).set_rng_state(key, device)
+            return self._bernoulli(shape, keep, like, device)
+
+    @staticmethod
+    def _bernoulli(shape: Shape, keep: float, like: torch.Tensor, device: torch.device,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
         # A mask of the input's own shape takes its strides, as F.dropout's empty_like(input) does:
         # the generator fills memory in order, so a transposed input gets the same numbers.
         base = like if tuple(shape) == tuple(like.shape) else torch.empty(shape, device="meta")
@@ -59,16 +82,6 @@ class ExactSampler:
             return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(keep, generator=generator)
         # On CUDA nn.Dropout is native_dropout's fused kernel: take its mask to follow its stream.
         return torch.native_dropout(torch.empty_like(base, dtype=like.dtype, device=device), 1.0 - keep, True)[1]
-
-    def redraw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
-               device: torch.device) -> torch.Tensor:
-        if device.type == "cpu":  # a private generator at the saved state: thread-safe
-            return self.draw(None, shape, keep, like, device, torch.Generator().set_state(key))
-        # NOTE: native_dropout takes no generator, so on CUDA the device generator is rewound
-        # (fork_rng restores it afterwards); this is not safe against other threads drawing on it.
-        with torch.random.fork_rng(devices=[device], device_type=device.type):
-            torch.get_device_module(device.type).set_rng_state(key, device)
-            return self.draw(None, shape, keep, like, device)
 
 
 class FastSampler:
