@@ -4,23 +4,32 @@ Handlers register with `@implements(op, ...)` (torchao's pattern). A handler rec
 ``(func, args, kwargs)`` and returns its result, or `NotImplemented` when this call is outside
 what it can do on packed bytes (a dim that touches the packed last dim, mixed widths, ...);
 the call then takes the fallback: unpack every PackedBool, run the op on plain bool tensors,
-write back any PackedBool the op mutated, and return plain results.
+write back every PackedBool the op mutated, and return plain results.
+
+NOTE: aliasing follows the op's schema, as in torch. A view op (``Tensor(a)`` return) that the
+packed bytes cannot express returns a *fallback view*: a PackedBool that re-derives itself from
+its parent when the parent changes and writes back into it. A non-view op never returns memory
+shared with a PackedBool's cache. An in-place op that would change a PackedBool's shape raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+
+from .errors import PackedBoolError
 
 Handler = Callable[[torch._ops.OpOverload, tuple, dict], Any]
 HANDLERS: dict[torch._ops.OpOverload, Handler] = {}
 
 
 def implements(*ops: torch._ops.OpOverload) -> Callable[[Handler], Handler]:
-    """Register a handler for one or more aten overloads."""
+    """Register a handler for one or more aten overloads (called only when `self`, the op's
+    first argument, is a PackedBool or a list of tensors)."""
 
     def register(handler: Handler) -> Handler:
         for op in ops:
@@ -30,47 +39,107 @@ def implements(*ops: torch._ops.OpOverload) -> Callable[[Handler], Handler]:
     return register
 
 
+aten = torch.ops.aten
+# Schema says new memory, kernels return views (kron's out= writes through _unsafe_view).
+_UNSAFE_VIEWS = {aten._unsafe_view.default, aten.unsafe_split.Tensor, aten.unsafe_split_with_sizes.default}
+
+
+def _is_view(func: torch._ops.OpOverload) -> bool:
+    return func.is_view or func in _UNSAFE_VIEWS
+
+
+@cache
+def _writes(func: torch._ops.OpOverload) -> tuple[tuple[int, str], ...]:
+    """(position, name) of every argument the op writes to (self of in-place ops, out=)."""
+    return tuple(
+        (i, arg.name) for i, arg in enumerate(func._schema.arguments)
+        if arg.alias_info is not None and arg.alias_info.is_write
+    )
+
+
+def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[Any]:
+    """The values the op writes to, lists of tensors (out= of split_copy ...) flattened."""
+    values = [args[i] if i < len(args) else kwargs.get(name) for i, name in _writes(func)]
+    return tree_leaves(values)
+
+
 def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     handler = HANDLERS.get(func)
-    if handler is not None:
+    if handler is not None and _handler_may_run(func, args, kwargs):
         out = handler(func, args, kwargs)
         if out is not NotImplemented:
             return out
     return fallback(func, args, kwargs)
 
 
-def _mutated_args(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[Any]:
-    """The argument values the op writes to (self of in-place ops, out= tensors)."""
-    mutated = []
-    for i, arg in enumerate(func._schema.arguments):
-        if arg.alias_info is not None and arg.alias_info.is_write:
-            mutated.append(args[i] if i < len(args) else kwargs.get(arg.name))
-    return mutated
+def _handler_may_run(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> bool:
+    """Handlers work on `self`'s packed bytes. A fallback view's bytes are a derived copy:
+    writing them, or viewing them, would not reach its parent, so such calls fall back."""
+    from .packed_bool import PackedBool
+
+    if not args or not isinstance(args[0], (PackedBool, list, tuple)):
+        return False  # e.g. plain[PackedBool]: the indexed tensor is not packed
+    if not (_is_view(func) or _writes(func)):
+        return True
+    return not any(isinstance(x, PackedBool) and x._view_of is not None for x in tree_leaves((args, kwargs)))
 
 
 def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
-    """Unpack -> run -> plain result; PackedBools the op mutates are repacked in place."""
+    """Unpack -> run -> plain result; PackedBools the op mutates are written back in place."""
     from .packed_bool import PackedBool
 
-    # A view op's output aliases its input: never hand out the cached unpacked tensor there.
-    fresh = func.is_view
+    # What the op writes or views must not be the shared cached tensor.
+    fresh = _is_view(func) or bool(_writes(func))
     unpacked: dict[int, tuple[PackedBool, torch.Tensor]] = {}
 
     def unwrap(x: Any) -> Any:
         if not isinstance(x, PackedBool):
             return x
-        plain = x.unpack(fresh=fresh)
+        plain = x._plain(fresh=fresh)
         unpacked[id(plain)] = (x, plain)
         return plain
 
     plain_args, plain_kwargs = tree_map(unwrap, (args, kwargs))
     out = func(*plain_args, **plain_kwargs)
-    written = {
-        id(plain): packed
-        for value in _mutated_args(func, plain_args, plain_kwargs)
-        if isinstance(value, torch.Tensor) and id(value) in unpacked
-        for packed, plain in [unpacked[id(value)]]
-    }
-    for key, packed in written.items():
-        packed._store(unpacked[key][1])
-    return tree_map(lambda x: written.get(id(x), x), out)
+    written = [unpacked[id(v)] for v in _written(func, plain_args, plain_kwargs) if id(v) in unpacked]
+    for pb, plain in written:
+        if plain.shape != pb.shape:
+            raise PackedBoolError(
+                f"{func} changes the shape of a PackedBool in place ({tuple(pb.shape)} -> "
+                f"{tuple(plain.shape)}), but its packed shape is fixed. Use the out-of-place op "
+                "(pb = pb.squeeze() rather than pb.squeeze_()) or an out= of the result's shape."
+            )
+    for pb, plain in written:
+        pb._store(plain)
+    if _is_view(func) and isinstance(args[0], PackedBool):
+        return _fallback_views(func, args[0], plain_args, plain_kwargs, out)
+    back = {id(plain): pb for pb, plain in written}
+    caches = [p for pb, p in unpacked.values() if pb._cache is not None and pb._cache[1] is p]
+    return tree_map(lambda x: back[id(x)] if id(x) in back else _not_aliasing(x, caches), out)
+
+
+def _not_aliasing(x: Any, caches: list[torch.Tensor]) -> Any:
+    """`x`, or a copy of it if it shares memory with a cached unpacked tensor (the op's schema
+    says it returns new memory, so the cache must not leak out through it)."""
+    if not (caches and isinstance(x, torch.Tensor) and x.layout == torch.strided):
+        return x
+    return x.clone() if any(torch._C._is_alias_of(x, c) for c in caches) else x
+
+
+def _fallback_views(func: torch._ops.OpOverload, parent: Any, args: tuple, kwargs: dict, out: Any) -> Any:
+    """Wrap each output of a view op on `parent` as a fallback view that replays the op."""
+    from .packed_bool import PackedBool
+
+    leaves, spec = tree_flatten(out)
+
+    def view(i: int, plain: torch.Tensor) -> PackedBool:
+        if plain.dtype != torch.bool:
+            raise PackedBoolError(
+                f"{func} would view a PackedBool's memory as {plain.dtype}, but that memory holds "
+                "packed bits, not bools. Unpack first: pb.unpack() gives a plain bool tensor."
+            )
+        return PackedBool._fallback_view(
+            parent, plain, lambda base: tree_leaves(func(base, *args[1:], **kwargs))[i]
+        )
+
+    return tree_unflatten([view(i, x) for i, x in enumerate(leaves)], spec)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._prims_common import make_contiguous_strides_for
 
 from .errors import PackedBoolValueError
 
@@ -20,7 +21,8 @@ UNPACK_MODES = ("lazy", "cached")
 
 
 def check_bits(bits: int) -> int:
-    if bits not in WIDTHS:
+    # `type() is int`: 2.0 == 2 and True == 1 would pass a plain `in` test.
+    if type(bits) is not int or bits not in WIDTHS:
         raise PackedBoolValueError(f"bits={bits!r} is not supported; use one of {WIDTHS}.")
     return bits
 
@@ -58,3 +60,36 @@ def packed_shape(shape: torch.Size | tuple[int, ...], bits: int) -> tuple[int, .
 def field_mask(bits: int) -> int:
     """The byte with the lowest bit of every field set: 0xFF, 0x55, 0x11, 0x01."""
     return sum(1 << (i * bits) for i in range(per_byte(bits)))
+
+
+def stray_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> bool:
+    """Is any bit set that the layout keeps zero (unused field bits, row padding)?"""
+    if packed.numel() == 0:
+        return False
+    if (packed & (~field_mask(bits) & 0xFF)).any():
+        return True
+    used = last_dim(shape) - (packed.shape[-1] - 1) * per_byte(bits)  # fields in the last byte
+    return bool((packed[..., -1] >> (used * bits)).any())
+
+
+def logical_strides(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a mask of `shape` stored in `packed`: a storage row is `shape[-1]`
+    elements, so a leading-dim byte stride `s` is `s / row_bytes * shape[-1]` elements."""
+    contiguous = make_contiguous_strides_for(shape)
+    if len(shape) == 0 or math.prod(shape) == 0 or packed.dim() != len(shape):
+        return tuple(contiguous)
+    cols, nbytes = shape[-1], packed.shape[-1]
+    lead = [s * cols // nbytes if s % nbytes == 0 else s * cols for s in packed.stride()[:-1]]
+    return (*lead, 1)
+
+
+def with_strides(plain: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+    """`plain`'s values laid out with `stride` (stride-0 dims become expanded dims)."""
+    if plain.stride() == tuple(stride) or plain.numel() == 0:
+        return plain
+    expanded = [d for d, s in enumerate(stride) if s == 0 and plain.shape[d] > 1]
+    core = plain
+    for d in expanded:
+        core = core.narrow(d, 0, 1)
+    out = torch.empty_strided(core.shape, stride, dtype=plain.dtype, device=plain.device)
+    return out.copy_(core).expand(plain.shape)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from . import kernels
 from .dispatch import dispatch
-from .errors import PackedBoolTypeError
-from .layout import check_bits, check_unpack_mode, last_dim
+from .errors import PackedBoolError, PackedBoolTypeError
+from .layout import check_bits, check_unpack_mode, last_dim, logical_strides, with_strides
 
 
 class PackedBool(torch.Tensor):
@@ -41,7 +42,10 @@ class PackedBool(torch.Tensor):
     _packed: torch.Tensor
     _bits: int
     _unpack_mode: str
-    _cache: torch.Tensor | None
+    _cache: tuple[int, torch.Tensor] | None  # (write count it was unpacked at, tensor)
+    _writes: list[int]  # write counter shared by every PackedBool on the same bytes
+    _view_of: tuple[PackedBool, Callable[[torch.Tensor], torch.Tensor]] | None
+    _synced: int | None  # for a fallback view: the parent's write count `_packed` is from
 
     __torch_function__ = torch._C._disabled_torch_function_impl
 
@@ -50,8 +54,10 @@ class PackedBool(torch.Tensor):
         check_bits(bits)
         check_unpack_mode(unpack)
         if isinstance(mask, PackedBool):
-            if mask.bits == bits:
-                return cls.from_packed(mask.packed, mask.shape, bits=bits, unpack=unpack)
+            if mask.bits == bits:  # same bytes, so the same write count
+                same = cls.from_packed(mask.packed, mask.shape, bits=bits, unpack=unpack)
+                same._writes = mask._writes
+                return same
             mask = mask.unpack()
         if not isinstance(mask, torch.Tensor):
             raise PackedBoolTypeError(
@@ -75,18 +81,59 @@ class PackedBool(torch.Tensor):
         cls, packed: torch.Tensor, shape: torch.Size | tuple[int, ...], *, bits: int = 1,
         unpack: str = "lazy",
     ) -> PackedBool:
-        """Wrap already-packed uint8 storage of logical `shape` (no copy, no validation)."""
+        """Wrap already-packed uint8 storage of logical `shape` (no copy, no validation).
+
+        The reported strides follow the storage's leading-dim strides (a row of the storage
+        stands for `shape[-1]` elements), so ``is_contiguous()`` tells the truth about views.
+        """
         self = torch.Tensor._make_wrapper_subclass(
-            cls, shape, dtype=torch.bool, device=packed.device, requires_grad=False
+            cls, shape, logical_strides(packed, shape), dtype=torch.bool, device=packed.device,
+            requires_grad=False,
         )
-        self._packed, self._bits, self._unpack_mode, self._cache = packed, bits, unpack, None
+        self._packed, self._bits, self._unpack_mode = packed, bits, unpack
+        self._cache, self._view_of, self._synced, self._writes = None, None, None, [0]
+        return self
+
+    def _alias(self, packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> PackedBool:
+        """A PackedBool on (a view of) this one's bytes: writes through either are seen by both."""
+        out = PackedBool.from_packed(packed, shape, bits=self._bits, unpack=self._unpack_mode)
+        out._writes = self._writes
+        return out
+
+    def _wrote(self) -> None:
+        """Record a write to the packed bytes: caches of every mask on them are now stale."""
+        self._writes[0] += 1
+        self._cache = None
+
+    @classmethod
+    def _fallback_view(cls, parent: PackedBool, plain: torch.Tensor, replay: Callable) -> PackedBool:
+        """A mask torch would treat as a view of `parent` that the packed bytes cannot express
+        (the op touches the packed last dim): it re-derives itself from `parent` by `replay`
+        whenever `parent` changed, and writes to it go back into `parent`."""
+        self = cls(plain.contiguous(), bits=parent.bits, unpack=parent.unpack_mode)
+        self._view_of, self._synced = (parent, replay), parent._version_token()
         return self
 
     # ---- storage ---------------------------------------------------------------------------
     @property
     def packed(self) -> torch.Tensor:
-        """The uint8 storage, shape (*shape[:-1], ceil(shape[-1] * bits / 8))."""
+        """The uint8 storage, shape (*shape[:-1], ceil(shape[-1] * bits / 8)).
+
+        NOTE: for a fallback view (`pb.t()`, `pb[..., 3]`) this is a copy derived from the
+        parent; write through the mask (`view.logical_not_()`), not through these bytes.
+        """
+        if self._view_of is not None and self._synced != self._version_token():
+            parent, replay = self._view_of
+            fresh = replay(parent._plain(fresh=True))
+            self._packed = kernels.pack(fresh, self._bits)
+            self._synced, self._cache = self._version_token(), None
         return self._packed
+
+    def _version_token(self) -> int:
+        """Changes whenever the bytes this mask reads from have been written."""
+        if self._view_of is not None:
+            return self._view_of[0]._version_token()
+        return self._writes[0]
 
     @property
     def bits(self) -> int:
@@ -107,21 +154,45 @@ class PackedBool(torch.Tensor):
         In ``"cached"`` mode the first call keeps the result and later calls return it (unless
         `fresh`), until `release()`. Do not modify the returned tensor in place.
         """
-        if self._cache is not None and not fresh:
-            return self._cache
-        plain = kernels.unpack(self._packed, self.shape, self._bits)
+        packed = self.packed
+        version = self._version_token()
+        if self._cache is not None and not fresh and self._cache[0] == version:
+            return self._cache[1]
+        plain = kernels.unpack(packed, self.shape, self._bits)
         if self._unpack_mode == "cached" and not fresh:
-            self._cache = plain
+            self._cache = (version, plain)
         return plain
 
+    def _plain(self, *, fresh: bool) -> torch.Tensor:
+        """The mask as a plain tensor with this tensor's strides (what torch ops would see)."""
+        return with_strides(self.unpack(fresh=fresh), self.stride())
+
     def release(self) -> None:
-        """Drop the cached unpacked tensor (no-op in lazy mode)."""
+        """Drop the cached unpacked tensor (no-op in lazy mode).
+
+        Not needed for correctness: a cache is used only while no op has written the packed
+        bytes (writes through `.packed` itself bypass that count: use the mask's own ops).
+        """
         self._cache = None
 
     def _store(self, plain: torch.Tensor) -> None:
-        """Repack `plain` (bool, this shape) into this tensor's storage, in place."""
-        self._packed.copy_(kernels.pack(plain.expand(self.shape), self._bits))
-        self._cache = None
+        """Write `plain` (bool, this shape) into this mask, in place: into its packed bytes, or
+        for a fallback view into its parent."""
+        if self._view_of is None:
+            self._packed.copy_(kernels.pack(plain.expand(self.shape).contiguous(), self._bits))
+            self._wrote()
+            return
+        parent, replay = self._view_of
+        base = parent._plain(fresh=True)
+        addresses = replay(with_strides(torch.arange(base.numel()).view(base.shape), base.stride()))
+        if addresses.unique().numel() < addresses.numel():
+            raise PackedBoolError(
+                f"cannot write to this view of a PackedBool: its elements overlap (an unfold or "
+                f"as_strided view, shape {tuple(self.shape)}), so the write order would decide "
+                "the result. Write to a clone, or unpack() first."
+            )
+        replay(base).copy_(plain)
+        parent._store(base)
 
     def _row_ones(self) -> torch.Tensor:
         """One packed row with every element set: XOR with it is logical NOT."""
@@ -134,6 +205,7 @@ class PackedBool(torch.Tensor):
         return dispatch(func, args, kwargs or {})
 
     def __tensor_flatten__(self) -> tuple[list[str], tuple]:
+        self.packed  # noqa: B018  (a fallback view syncs before its bytes are traced)
         return ["_packed"], (tuple(self.shape), self._bits, self._unpack_mode)
 
     @staticmethod
@@ -153,7 +225,7 @@ class PackedBool(torch.Tensor):
 
     def __deepcopy__(self, memo: dict) -> PackedBool:
         return PackedBool.from_packed(
-            self._packed.clone(), self.shape, bits=self._bits, unpack=self._unpack_mode
+            self.packed.clone(), self.shape, bits=self._bits, unpack=self._unpack_mode
         )
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # noqa: D105
@@ -165,7 +237,7 @@ class PackedBool(torch.Tensor):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         # Indexing the packed last dim cannot give a view into the bits: write through a copy.
-        plain = self.unpack(fresh=True)
+        plain = self._plain(fresh=True)
         plain[index] = value.unpack() if isinstance(value, PackedBool) else value
         self._store(plain)
 

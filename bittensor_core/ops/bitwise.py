@@ -58,7 +58,7 @@ def binary_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
     if not _same_layout(a, b):
         return NotImplemented
     _IN_PLACE[func](a.packed, b.packed)
-    a.release()
+    a._wrote()
     return a
 
 
@@ -72,5 +72,5 @@ def invert(func, args, kwargs):  # noqa: ANN001, ANN201
 def invert_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
     (a,) = args
     a.packed.bitwise_xor_(a._row_ones())
-    a.release()
+    a._wrote()
     return a

@@ -15,23 +15,35 @@ def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
     return PackedBool.from_packed(packed, pb.shape, bits=pb.bits, unpack=pb.unpack_mode)
 
 
+# Memory formats the storage can follow: others reorder the packed last dim.
+_FORMATS = (None, torch.preserve_format, torch.contiguous_format)
+
+
 @implements(aten.clone.default)
 def clone(func, args, kwargs):  # noqa: ANN001, ANN201
-    return _like(args[0], args[0].packed.clone())
+    memory_format = kwargs.get("memory_format")
+    if memory_format not in _FORMATS:
+        return NotImplemented
+    return _like(args[0], args[0].packed.clone(memory_format=memory_format or torch.preserve_format))
 
 
 @implements(aten.detach.default, aten.alias.default)
 def alias(func, args, kwargs):  # noqa: ANN001, ANN201
-    return _like(args[0], args[0].packed)
+    return args[0]._alias(args[0].packed, args[0].shape)
 
 
 @implements(aten._to_copy.default)
 def to_copy(func, args, kwargs):  # noqa: ANN001, ANN201
     pb: PackedBool = args[0]
-    if kwargs.get("dtype") not in (None, torch.bool) or kwargs.get("layout") not in (None, torch.strided):
+    memory_format = kwargs.get("memory_format")
+    if (kwargs.get("dtype") not in (None, torch.bool) or kwargs.get("layout") not in (None, torch.strided)
+            or memory_format not in _FORMATS):
         return NotImplemented
     device = kwargs.get("device") or pb.device
-    packed = pb.packed.to(device, non_blocking=kwargs.get("non_blocking", False), copy=True)
+    packed = pb.packed.to(
+        device, non_blocking=kwargs.get("non_blocking", False), copy=True,
+        memory_format=memory_format or torch.preserve_format,
+    )
     return _like(pb, packed)
 
 
@@ -47,5 +59,5 @@ def copy_(func, args, kwargs):  # noqa: ANN001, ANN201
         if not isinstance(plain, torch.Tensor):
             return NotImplemented
         dst.packed.copy_(kernels.pack(plain.to(torch.bool).expand(dst.shape).to(dst.device), dst.bits))
-    dst.release()
+    dst._wrote()
     return dst

@@ -23,8 +23,8 @@ def _wrap(like: PackedBool, out: object) -> object:
     """Wrap every storage tensor in `out` as a PackedBool with `like`'s row length and width."""
     cols = like.shape[-1]
 
-    def wrap(t: torch.Tensor) -> PackedBool:
-        return PackedBool.from_packed(t, (*t.shape[:-1], cols), bits=like.bits, unpack=like.unpack_mode)
+    def wrap(t: torch.Tensor) -> PackedBool:  # views share `like`'s write count; copies may too
+        return like._alias(t, (*t.shape[:-1], cols))
 
     return tree_map_only(torch.Tensor, wrap, out)
 
@@ -98,14 +98,15 @@ def _keeps_last(pb: PackedBool, size: Sequence[int]) -> list[int] | None:
     return new if new[-1] == pb.shape[-1] and -1 not in new else None
 
 
-@implements(aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+@implements(aten.view.default, aten._unsafe_view.default)
 def view(func, args, kwargs):  # noqa: ANN001, ANN201
     pb, size = args
     new = _keeps_last(pb, size)
     if new is None:
         return NotImplemented
-    # reshape: the wrapper always reports contiguous strides, the storage may not be.
-    return _wrap(pb, pb.packed.reshape(*new[:-1], pb.packed.shape[-1]))
+    # view raises where torch would (strides that do not fit); _unsafe_view may copy.
+    reshape = torch.Tensor.view if func is aten.view.default else torch.Tensor.reshape
+    return _wrap(pb, reshape(pb.packed, *new[:-1], pb.packed.shape[-1]))
 
 
 @implements(aten.expand.default)
