@@ -86,9 +86,12 @@ class PackedBool(torch.Tensor):
         The reported strides follow the storage's leading-dim strides (a row of the storage
         stands for `shape[-1]` elements), so ``is_contiguous()`` tells the truth about views.
         """
+        return cls._make(packed, shape, logical_strides(packed, shape), bits, unpack)
+
+    @classmethod
+    def _make(cls, packed: torch.Tensor, shape: tuple, strides: tuple, bits: int, unpack: str) -> PackedBool:
         self = torch.Tensor._make_wrapper_subclass(
-            cls, shape, logical_strides(packed, shape), dtype=torch.bool, device=packed.device,
-            requires_grad=False,
+            cls, shape, strides, dtype=torch.bool, device=packed.device, requires_grad=False
         )
         self._packed, self._bits, self._unpack_mode = packed, bits, unpack
         self._cache, self._view_of, self._synced, self._writes = None, None, None, [0]
@@ -110,7 +113,9 @@ class PackedBool(torch.Tensor):
         """A mask torch would treat as a view of `parent` that the packed bytes cannot express
         (the op touches the packed last dim): it re-derives itself from `parent` by `replay`
         whenever `parent` changed, and writes to it go back into `parent`."""
-        self = cls(plain.contiguous(), bits=parent.bits, unpack=parent.unpack_mode)
+        # Strides as torch reports them for this view, so views of it fail or succeed as in torch.
+        packed = kernels.pack(plain, parent.bits)
+        self = cls._make(packed, plain.shape, plain.stride(), parent.bits, parent.unpack_mode)
         self._view_of, self._synced = (parent, replay), parent._version_token()
         return self
 
