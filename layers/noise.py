@@ -43,6 +43,16 @@ def _table(bits: int, scale: torch.Tensor, device: torch.device) -> torch.Tensor
     return torch.where(fields, scale.to(device), torch.zeros((), dtype=scale.dtype, device=device))
 
 
+def _traced_rows(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.Tensor:
+    """The table lookup as pointwise ops (broadcast shift, and, where): inductor fuses them into the
+    kernel that multiplies by the noise, and AOTAutograd's partitioner recomputes them in backward
+    from the saved bytes instead of saving the float noise (it does not recompute an index_select).
+    Same values: 0 or `scale` exactly."""
+    shifts = torch.arange(per_byte(bits), device=packed.device, dtype=torch.uint8) * bits
+    fields = (packed.reshape(-1, 1) >> shifts) & 1
+    return torch.where(fields != 0, scale.to(packed.device), torch.zeros((), dtype=scale.dtype, device=packed.device))
+
+
 def packed_noise(mask: Mask, scale: torch.Tensor) -> torch.Tensor:
     """The tensor ``mask * scale`` (0 where False, `scale` where True), mask's shape, scale's dtype.
 
@@ -68,8 +78,10 @@ def noise_from_bytes(
         shape: the mask's logical shape; bits: its width.
         scale: 0-dim float tensor; its dtype is the result's dtype.
     """
-    table = _table(bits, scale, packed.device)
-    rows = table.index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
+    if torch.compiler.is_compiling():
+        rows = _traced_rows(packed, bits, scale)
+    else:
+        rows = _table(bits, scale, packed.device).index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
     cols = last_dim(shape)
     rows = rows.view(*packed.shape[:-1], packed.shape[-1] * per_byte(bits))  # not -1: may be empty
     if rows.shape[-1] != cols:  # drop the row padding
