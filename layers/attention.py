@@ -94,9 +94,16 @@ def packed_attention(
     p = check_p(dropout_p) if training else 0.0
     options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
     _check_inputs(query, key, value, attn_mask, is_causal, enable_gqa)
+    device = query.device.type
+    if torch.is_autocast_enabled(device):  # what autocast does around SDPA (a lower-precision op)
+        dtype = torch.get_autocast_dtype(device)
+        cast = [t.to(dtype) if _autocast_eligible(t) else t for t in (query, key, value, attn_mask)]
+        with torch.autocast(device, enabled=False):
+            return packed_attention(*cast, dropout_p, is_causal, scale, enable_gqa=enable_gqa, training=training,
+                                    bits=bits, unpack=unpack, storage=storage, sampler=sampler)
     if p == 0.0 or query.shape[-1] == 0 or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa):
         mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
-        return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale, enable_gqa=enable_gqa)
+        return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa)
     if isinstance(attn_mask, PackedBool):  # the checkpoint keeps the bytes; the core unpacks them
         mask_spec, attn_mask = (attn_mask.shape, attn_mask.bits), attn_mask.packed
     else:
@@ -167,6 +174,10 @@ def fused_kernel_runs(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     checks = (torch.backends.cuda.can_use_flash_attention, torch.backends.cuda.can_use_efficient_attention,
               torch.backends.cuda.can_use_cudnn_attention)
     return any(check(params, False) for check in checks)
+
+
+def _autocast_eligible(t: torch.Tensor | None) -> bool:
+    return t is not None and not isinstance(t, PackedBool) and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,

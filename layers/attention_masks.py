@@ -39,6 +39,9 @@ def padding_causal_mask(
                 [1, 1, 1, 0]], dtype=torch.int32)
     """
     check_bits(bits)
+    for name, n in (("q_len", q_len), ("kv_len", kv_len)):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise PackedBoolTypeError(f"{name} must be an int, got {n!r} ({type(n).__name__}); pass int({name}).")
     if q_len < 0 or kv_len < 0 or (causal and q_len > kv_len):
         raise PackedBoolValueError(
             f"need 0 <= q_len <= kv_len for a causal mask, got q_len={q_len}, kv_len={kv_len}."

@@ -1,4 +1,4 @@
-"""The attention and mask functions registered with transformers, checked against transformers' own."""
+"""The attention and mask functions registered with transformers: bit-identical to transformers' own."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward  # n
 from transformers.masking_utils import (  # noqa: E402
     bidirectional_mask_function,
     causal_mask_function,
+    eager_mask,
     sdpa_mask,
     sliding_window_causal_mask_function,
 )
@@ -72,67 +73,100 @@ def test_mask_function_is_sdpa_mask_packed(case: str, bits: int) -> None:
     assert torch.equal(got.unpack(), expected)
 
 
-@pytest.mark.parametrize(
-    "groups, q_len, kv_len, mask",
-    [(1, 8, 8, "none"), (2, 8, 8, "bool"), (2, 8, 8, "packed"), (4, 1, 9, "none"), (1, 8, 8, "float"), (2, 8, 12, "none")],
-)
-def test_matches_transformers_sdpa_function_without_dropout(groups: int, q_len: int, kv_len: int, mask: str) -> None:
-    """Same arguments, same results as transformers' SDPA attention function (GQA, causal, masks)."""
-    torch.manual_seed(0)
-    heads, kv_heads, d = 4, 4 // groups, 8
-    q = torch.randn(2, heads, q_len, d, dtype=torch.float64)
-    k, v = (torch.randn(2, kv_heads, kv_len, d, dtype=torch.float64) for _ in range(2))
-    keep = torch.rand(2, 1, q_len, kv_len) < 0.8
-    keep[..., 0] = True
-    attn_mask = {
-        "none": None,
-        "bool": keep,
-        "packed": PackedBool(keep),
-        "float": torch.zeros(keep.shape, dtype=torch.float64).masked_fill(~keep, float("-inf")),
-    }[mask]
-    module = _Attention(groups).eval()
-    plain = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
-    expected, _ = sdpa_attention_forward(module, q, k, v, plain, dropout=0.0, scaling=0.3)
-    got, weights = packed_attention_forward(module, q, k, v, attn_mask, dropout=0.0, scaling=0.3)
-    assert weights is None
-    assert got.shape == (2, q_len, heads, d) and got.is_contiguous()
-    torch.testing.assert_close(got, expected)
+@pytest.mark.parametrize("bits", [1, 4])
+def test_eager_reference_mask_is_eager_mask_packed(bits: int) -> None:
+    """Eager attention has no is_causal: its mask function never skips a causal mask (as eager_mask)."""
+    kwargs = dict(batch_size=2, q_length=12, kv_length=12, mask_function=causal_mask_function, attention_mask=None)
+    expected = eager_mask(**kwargs) == 0
+    got = packed_mask(**kwargs, allow_is_causal_skip=True, options=MaskStorage(bits=bits), reference="eager")
+    assert torch.equal(got.unpack(), expected)
 
 
-def test_dropout_draws_the_same_mask_as_eager_attention() -> None:
-    """Training: the same random stream as transformers' eager attention, bit for bit (GQA module)."""
-    module = _Attention(groups=2).train()
+def _inputs(groups: int, q_len: int, kv_len: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 4, 16, 8, generator=gen, requires_grad=True)
-    k, v = (torch.randn(2, 2, 16, 8, generator=gen, requires_grad=True) for _ in range(2))
-    keep = torch.ones(16, 16, dtype=torch.bool).tril().expand(2, 1, 16, 16)
-    bias = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
-    outs, grads = [], []
-    for fn, mask in ((eager_attention_forward, bias), (packed_attention_forward, PackedBool(keep))):
-        torch.manual_seed(7)
-        out, _ = fn(module, q, k, v, mask, dropout=0.25, scaling=8**-0.5)
-        outs.append(out)
-        grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
-    assert torch.equal(outs[0], outs[1])
-    for a, b in zip(*grads, strict=True):
-        assert torch.equal(a, b)
+    heads, d = 4, 8
+    q = torch.randn(2, heads, q_len, d, generator=gen, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(2, heads // groups, kv_len, d, generator=gen, dtype=dtype, requires_grad=True) for _ in range(2))
+    return q, k, v
 
 
-def test_eval_module_draws_nothing() -> None:
+def _keep(q_len: int, kv_len: int) -> torch.Tensor:
+    keep = torch.rand(2, 1, q_len, kv_len, generator=torch.Generator().manual_seed(1)) < 0.8
+    keep[..., 0] = True
+    return keep
+
+
+def _run(fn, module, q, k, v, mask, dropout, **kwargs):  # noqa: ANN001, ANN201
+    torch.manual_seed(7)
+    out, weights = fn(module, q, k, v, mask, dropout=dropout, scaling=0.3, **kwargs)
+    return out, torch.autograd.grad(out.square().sum(), (q, k, v)), torch.get_rng_state(), weights
+
+
+def _assert_same(a: tuple, b: tuple) -> None:
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1], strict=True))
+
+
+CALLS = [(1, 8, 8, "none"), (2, 8, 8, "mask"), (4, 1, 9, "none"), (2, 8, 12, "none"), (2, 1, 9, "mask")]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+@pytest.mark.parametrize("groups, q_len, kv_len, mask", CALLS)
+def test_sdpa_reference_bit_identical(groups: int, q_len: int, kv_len: int, mask: str, dropout: float) -> None:
+    """transformers' own SDPA function (GQA, causal, cache, masks) with the same seed: same bits."""
+    q, k, v = _inputs(groups, q_len, kv_len)
+    keep = _keep(q_len, kv_len) if mask == "mask" else None
+    module = _Attention(groups).train()
+    expected = _run(sdpa_attention_forward, module, q, k, v, keep, dropout)
+    got = _run(packed_attention_forward, module, q, k, v, None if keep is None else PackedBool(keep), dropout)
+    assert got[3] is None and got[0].shape == (2, q_len, 4, 8) and got[0].is_contiguous()
+    _assert_same(expected, got)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+@pytest.mark.parametrize("groups, q_len, kv_len, mask", CALLS)
+def test_eager_reference_bit_identical(groups: int, q_len: int, kv_len: int, mask: str, dropout: float) -> None:
+    """The module's own eager_attention_forward (here llama's, imported into this file) with its
+    float mask and F.dropout, against the packed run replaying it: same bits."""
+    q, k, v = _inputs(groups, q_len, kv_len)
+    keep = _keep(q_len, kv_len) if mask == "mask" else None
+    module = _Attention(groups).train()
+    float_mask = None if keep is None else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    expected = _run(eager_attention_forward, module, q, k, v, float_mask, dropout)
+    packed = None if keep is None else PackedBool(keep)
+    _assert_same(expected, _run(packed_attention_forward, module, q, k, v, packed, dropout, reference="eager"))
+
+
+@pytest.mark.parametrize("reference", ["sdpa", "eager"])
+def test_eval_module_does_what_the_reference_does(reference: str) -> None:
+    """transformers passes dropout=0 in eval; then nothing is drawn. If a caller passes dropout anyway
+    the reference decides (SDPA applies it, eager's F.dropout reads module.training): so do we."""
     module = _Attention().eval()
-    q = k = v = torch.randn(1, 2, 8, 4)
+    q, k, v = _inputs(1, 8, 8)
+    stock = sdpa_attention_forward if reference == "sdpa" else eager_attention_forward
+    torch.manual_seed(7)  # what _run seeds
     state = torch.get_rng_state()
-    first, _ = packed_attention_forward(module, q, k, v, None, dropout=0.5)
-    assert torch.equal(torch.get_rng_state(), state)
-    assert torch.equal(first, packed_attention_forward(module, q, k, v, None, dropout=0.5)[0])
+    for dropout in (0.0, 0.5):
+        got = _run(packed_attention_forward, module, q, k, v, None, dropout, reference=reference)
+        assert dropout > 0 and reference == "sdpa" or torch.equal(got[2], state)
+        _assert_same(_run(stock, module, q, k, v, None, dropout), got)
 
 
-@pytest.mark.parametrize("kwarg", ["s_aux", "softcap", "position_bias"])
-def test_unsupported_attention_extras_raise(kwarg: str) -> None:
+def test_extras_reach_the_reference_unchanged() -> None:
+    """Arguments the reference supports or refuses behave as in the reference (SDPA refuses softcap)."""
     q = k = v = torch.randn(1, 2, 4, 4)
-    with pytest.raises(PackedBoolValueError, match=f"{kwarg}.*attention=False"):
-        packed_attention_forward(_Attention(), q, k, v, None, **{kwarg: torch.ones(2)})
-    packed_attention_forward(_Attention(), q, k, v, None, **{kwarg: None})  # None means absent
+    with pytest.raises(ValueError, match="softcap"):
+        packed_attention_forward(_Attention().train(), q, k, v, None, dropout=0.1, softcap=1.0)
+
+
+def test_eager_reference_without_eager_function_raises() -> None:
+    class Elsewhere(nn.Module):  # defined here but reported as from a module without eager_attention_forward
+        training = True
+
+    Elsewhere.__module__ = "torch.nn"
+    q = k = v = torch.randn(1, 2, 4, 4)
+    with pytest.raises(PackedBoolValueError, match="attention=False"):
+        packed_attention_forward(Elsewhere(), q, k, v, None, dropout=0.1, reference="eager")
 
 
 def test_registry_names_and_registration() -> None:
@@ -141,8 +175,11 @@ def test_registry_names_and_registration() -> None:
         "packedbool-b2-cached-seeded-nofa"
     )
     assert registry_name(MaskStorage(sampler="fast")) == "packedbool-fast"
-    for options in (MaskStorage(), MaskStorage(bits=8)):
-        name = register_attention(options)
-        assert name == register_attention(options)  # idempotent
+    assert registry_name(MaskStorage(), reference="eager") == "packedbool-eager"
+    with pytest.raises(PackedBoolValueError, match="flex_attention"):
+        register_attention(MaskStorage(), reference="flex_attention")
+    for options, reference in ((MaskStorage(), "sdpa"), (MaskStorage(bits=8), "eager")):
+        name = register_attention(options, reference=reference)
+        assert name == register_attention(options, reference=reference)  # idempotent
         assert name in AttentionInterface() and name in AttentionMaskInterface()
         assert not any(word in name for word in ("sdpa", "flash", "flex", "|"))

@@ -1,132 +1,142 @@
-"""packed_attention: equals SDPA's math path / eager attention with the same dropout mask."""
+"""packed_attention: F.scaled_dot_product_attention's results bit for bit, keeping no (B, H, Sq, Sk) float."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.distributed._tools.mem_tracker import MemTracker
 
-from bittensor_core import WIDTHS, PackedBool, PackedBoolTypeError, PackedBoolValueError
+from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
 from layers import packed_attention, padding_causal_mask
+from layers.attention import fused_kernel_runs
 
-from .helpers import leaf, packed_bytes, saved_bytes
+from .helpers import bits_equal, leaf
 
-B, H, SQ, SK, D = 2, 3, 5, 7, 4
-
-
-def qkv(sq: int = SQ, sk: int = SK, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
-    return leaf(B, H, sq, D, dtype=dtype), leaf(B, H, sk, D, dtype=dtype, seed=1), leaf(B, H, sk, D, dtype=dtype, seed=2)
+B, H, SQ, SK, D = 2, 4, 9, 13, 8
 
 
-def eager_attention(q, k, v, keep=None, p=0.0, causal=False):  # noqa: ANN001, ANN201
-    """Hugging Face-style eager attention with F.dropout on the probabilities (the reference)."""
-    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
-    if causal:
-        scores = scores.masked_fill(~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), float("-inf"))
-    if keep is not None:
-        scores = scores.masked_fill(~keep, float("-inf")) if keep.dtype == torch.bool else scores + keep
-    return F.dropout(torch.softmax(scores, -1), p, True) @ v
+def qkv(dtype: torch.dtype = torch.float32, kv_heads: int = H, sq: int = SQ, sk: int = SK) -> tuple[torch.Tensor, ...]:
+    return leaf(B, H, sq, D, dtype=dtype), leaf(B, kv_heads, sk, D, dtype=dtype, seed=1), \
+        leaf(B, kv_heads, sk, D, dtype=dtype, seed=2)
 
 
-def grads(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    return torch.autograd.grad(out, inputs, torch.ones_like(out))
+def keep_mask() -> torch.Tensor:
+    keep = torch.rand(B, 1, SQ, SK, generator=torch.Generator().manual_seed(3)) > 0.3
+    keep[:, :, 2] = False  # a fully masked row: SDPA gives zeros there
+    return keep
 
 
-def masks() -> dict[str, torch.Tensor | None]:
-    gen = torch.Generator().manual_seed(3)
-    keep = torch.rand(B, 1, SQ, SK, generator=gen) > 0.3
-    keep[..., 0] = True  # no fully masked row here (tested separately)
-    return {
-        "none": None,
-        "bool": keep,
-        "packed": PackedBool(keep),
-        "float": torch.randn(B, H, SQ, SK, generator=gen, dtype=torch.float64),
-        "bool-broadcast-2d": keep[0, 0],
-    }
+def step(fn, q, k, v, seed: int = 5, **kwargs):  # noqa: ANN001, ANN201
+    """Output, gradients and the generator state after one forward/backward from `seed`."""
+    torch.manual_seed(seed)
+    out = fn(q, k, v, **kwargs)
+    return out, torch.autograd.grad(out.square().sum(), (q, k, v)), torch.get_rng_state()
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("name", list(masks()))
-def test_no_dropout_matches_sdpa_math(name: str, causal: bool) -> None:
+def assert_same(a: tuple, b: tuple) -> None:
+    assert bits_equal(a[0], b[0])
+    assert all(bits_equal(x, y) for x, y in zip(a[1], b[1], strict=True))
+    assert torch.equal(a[2], b[2])  # the same generator calls: the same dropout mask
+
+
+CASES = {
+    "no-mask": dict(dropout_p=0.3),
+    "causal": dict(dropout_p=0.3, is_causal=True),
+    "bool-mask": dict(dropout_p=0.3, attn_mask=keep_mask()),
+    "float-mask": dict(dropout_p=0.3, attn_mask=torch.randn(B, H, SQ, SK, generator=torch.Generator().manual_seed(4))),
+    "2d-mask": dict(dropout_p=0.3, attn_mask=keep_mask()[0, 0]),
+    "scale": dict(dropout_p=0.3, scale=0.37),
+    "negative-scale": dict(dropout_p=0.3, scale=-0.37),
+    "p=0.123": dict(dropout_p=0.123),  # a p where 1 / (1 - p) rounds differently in float32
+    "p=1": dict(dropout_p=1.0),
+    "eval": dict(dropout_p=0.3, training=False),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bit_identical_to_sdpa(case: str, dtype: torch.dtype) -> None:
+    kwargs = dict(CASES[case])
+    q, k, v = qkv(dtype)
+    mask = kwargs.get("attn_mask")
+    if mask is not None and mask.is_floating_point():
+        kwargs["attn_mask"] = mask.to(dtype)
+    training = kwargs.pop("training", True)
+    reference = dict(kwargs, dropout_p=kwargs["dropout_p"] if training else 0.0)
+    assert_same(step(F.scaled_dot_product_attention, q, k, v, **reference),
+                step(packed_attention, q, k, v, training=training, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "options", [dict(bits=4), dict(storage="seeded"), dict(unpack="cached"), dict(packed_mask=True)]
+)
+def test_storage_options_change_nothing(options: dict) -> None:
     q, k, v = qkv()
-    mask = masks()[name]
-    plain = mask.unpack() if isinstance(mask, PackedBool) else mask
-    if causal and plain is not None and plain.dtype == torch.bool:
-        plain = plain & torch.ones(SQ, SK, dtype=torch.bool).tril()
-    with sdpa_kernel(SDPBackend.MATH):
-        ref = F.scaled_dot_product_attention(q, k, v, plain, is_causal=causal and plain is None)
-        if causal and plain is not None and plain.dtype != torch.bool:  # SDPA refuses mask + is_causal
-            ref = eager_attention(q, k, v, plain, causal=True)
-    out = packed_attention(q, k, v, mask, is_causal=causal)
-    torch.testing.assert_close(out, ref)
-    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v)), strict=True):
-        torch.testing.assert_close(a, b)
+    keep = keep_mask()
+    mask = PackedBool(keep) if options.pop("packed_mask", False) else keep
+    assert_same(step(F.scaled_dot_product_attention, q, k, v, attn_mask=keep, dropout_p=0.2),
+                step(packed_attention, q, k, v, attn_mask=mask, dropout_p=0.2, **options))
 
 
-@pytest.mark.parametrize("storage", ["packed", "seeded"])
-@pytest.mark.parametrize("bits", [1, 4])
-def test_dropout_matches_eager_with_the_same_mask(bits: int, storage: str) -> None:
-    q, k, v = qkv()
-    keep = masks()["bool"]
-    torch.manual_seed(9)
-    ref = eager_attention(q, k, v, keep, p=0.3)
-    ref_state = torch.get_rng_state()
-    torch.manual_seed(9)
-    out = packed_attention(q, k, v, PackedBool(keep), dropout_p=0.3, bits=bits, storage=storage)
-    assert torch.equal(torch.get_rng_state(), ref_state)  # same draw: the same dropout mask
-    torch.testing.assert_close(out, ref)
-    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v)), strict=True):
-        torch.testing.assert_close(a, b)
+def test_grouped_query_attention_matches_sdpa() -> None:
+    q, k, v = qkv(kv_heads=2)
+    assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2, enable_gqa=True),
+                step(packed_attention, q, k, v, dropout_p=0.2, enable_gqa=True))
 
 
-def test_fully_masked_rows_give_zeros_like_sdpa() -> None:
-    q, k, v = qkv()
-    keep = torch.ones(B, 1, SQ, SK, dtype=torch.bool)
-    keep[:, :, 1] = False
-    out = packed_attention(q, k, v, keep, dropout_p=0.2)
-    with sdpa_kernel(SDPBackend.MATH):
-        ref = F.scaled_dot_product_attention(q, k, v, keep)
-    assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1])) and torch.equal(ref[:, :, 1], out[:, :, 1])
-    assert all(torch.isfinite(g).all() for g in grads(out, (q, k, v)))
+def _retained(fn) -> tuple[torch.Tensor, int]:  # noqa: ANN001
+    """fn()'s output and the bytes created during fn that are still alive after it (output included):
+    what the autograd graph keeps for backward."""
+    tracker = MemTracker()
+    with tracker:
+        out = fn()
+        snapshot = tracker.get_tracker_snapshot()
+    return out, sum(s["Total"] for s in snapshot.values())
 
 
-def test_padding_causal_packed_mask_equals_bool_mask() -> None:
-    q, k, v = qkv(SK, SK)
-    attention_mask = torch.tensor([[1] * SK, [1] * (SK - 2) + [0, 0]])
-    packed = padding_causal_mask(attention_mask, SK, SK, causal=True)
-    ref = attention_mask.bool()[:, None, None, :] & torch.ones(SK, SK, dtype=torch.bool).tril()
-    torch.testing.assert_close(packed_attention(q, k, v, packed), packed_attention(q, k, v, ref), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("bits", WIDTHS)
-def test_saves_probs_once_and_the_mask_packed(bits: int) -> None:
-    q, k, v = qkv(16, 24, torch.float32)
-    out, census = saved_bytes(packed_attention, q, k, v, dropout_p=0.1, is_causal=True, bits=bits)
-    scores = B * H * 16 * 24
-    assert census.packed_bytes == packed_bytes((scores,), bits)
-    assert census.bytes_by_dtype[torch.float32] == 4 * (q.numel() + k.numel() + v.numel() + scores)
-    _, eager = saved_bytes(eager_attention, q, k, v, p=0.1, causal=True)
-    assert eager.bytes_by_dtype[torch.float32] == 4 * (q.numel() + k.numel() + v.numel() + 3 * scores)
+@pytest.mark.parametrize("storage, mask_bits", [("packed", 1), ("seeded", 0)])
+def test_keeps_no_score_sized_float(storage: str, mask_bits: int) -> None:
+    """SDPA's math path keeps 3 float (B, H, S, S) tensors; packed attention keeps the 1-bit mask
+    (none when seeded) and O(S) tensors: no score-sized float at all."""
+    s = 256
+    q, k, v = qkv(sq=s, sk=s)
+    scores = B * H * s * s
+    out, stock = _retained(lambda: F.scaled_dot_product_attention(q, k, v, dropout_p=0.1))
+    assert stock >= 3 * 4 * scores
+    out, packed = _retained(lambda: packed_attention(q, k, v, dropout_p=0.1, storage=storage))
+    linear = 4 * (q.numel() + k.numel() + v.numel())  # output and O(S) temporaries
+    assert packed <= scores * mask_bits // 8 + linear
     out.sum().backward()
 
 
-def test_eval_saves_no_mask_and_draws_nothing() -> None:
+def test_compiles_in_one_graph_with_equal_results() -> None:
     q, k, v = qkv()
-    state = torch.get_rng_state()
-    _, census = saved_bytes(packed_attention, q, k, v, dropout_p=0.5, training=False)
-    assert census.packed_bytes == 0 and torch.equal(torch.get_rng_state(), state)
+    compiled = torch.compile(packed_attention, fullgraph=True, backend="aot_eager")
+    assert_same(step(compiled, q, k, v, dropout_p=0.2, is_causal=True),
+                step(packed_attention, q, k, v, dropout_p=0.2, is_causal=True))
 
 
-def test_p_one_gives_zeros() -> None:
-    q, k, v = qkv()
-    assert torch.equal(packed_attention(q, k, v, dropout_p=1.0), torch.zeros(B, H, SQ, D, dtype=q.dtype))
+def test_head_dim_zero_matches_sdpa() -> None:
+    q, k, v = (torch.randn(B, H, 5, 0) for _ in range(3))
+    torch.manual_seed(0)
+    expected = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+    torch.manual_seed(0)
+    assert bits_equal(packed_attention(q, k, v, dropout_p=0.1), expected)
+
+
+def test_no_fused_kernel_route_on_cpu() -> None:
+    """The CUDA route (fused SDPA kernels) is decided by torch's can_use_*_attention; never on CPU."""
+    q, k, v = qkv(torch.float16)
+    assert not fused_kernel_runs(q, k, v, None, 0.1, False)
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
     q, k, v = qkv()
-    with pytest.raises(PackedBoolValueError, match="query has 3 heads, key 1"):
+    with pytest.raises(PackedBoolValueError, match="query has 4 heads, key 1"):
         packed_attention(q, k[:, :1], v[:, :1])
+    with pytest.raises(PackedBoolValueError, match="enable_gqa=True"):
+        packed_attention(q, k[:, :3], v[:, :3], enable_gqa=True)
     with pytest.raises(PackedBoolValueError, match="4-D"):
         packed_attention(q[0], k[0], v[0])
     with pytest.raises(PackedBoolValueError, match="shape mismatch"):
@@ -137,3 +147,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
         packed_attention(q.long(), k, v)
     with pytest.raises(ValueError, match="between 0 and 1"):
         packed_attention(q, k, v, dropout_p=2.0)
+    with pytest.raises(PackedBoolValueError, match="attn_mask is on meta"):
+        packed_attention(q, k, v, torch.ones(SQ, SK, dtype=torch.bool, device="meta"), dropout_p=0.1)
+    with pytest.raises(PackedBoolValueError, match="not both"):
+        packed_attention(q, k, v, keep_mask(), is_causal=True)
+
+
+def test_padding_causal_mask_rejects_non_integer_lengths() -> None:
+    with pytest.raises(PackedBoolTypeError, match="q_len must be an int, got 2.5"):
+        padding_causal_mask(None, 2.5, 4, causal=True)
+    with pytest.raises(PackedBoolTypeError, match="kv_len must be an int"):
+        padding_causal_mask(None, 2, True, causal=True)
