@@ -97,10 +97,10 @@ def _assert_same_parameters(a: nn.Module, b: nn.Module) -> None:
 
 
 def test_lora_training_with_patch_equals_lora_alone_and_adapter_files_are_unchanged(tmp_path: Path) -> None:
+    reference, patched = _lora(), _lora()  # skips without peft
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    reference, patched = _lora(), _lora()
     lora_dropouts = sum(type(m) is nn.Dropout for n, m in patched.named_modules() if "lora_dropout" in n)
     result = patch_model(patched)
     assert lora_dropouts == 4 and result.replaced["attention"] == 2
