@@ -28,7 +28,8 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == 1:
         # (storage_offset() cannot be traced inside an autograd.Function: copy while compiling)
         if torch.compiler.is_compiling() or groups.storage_offset() % 8 or not groups.is_contiguous():
-            groups = groups.contiguous()
+            # clone, not contiguous(): a contiguous view would keep its misaligned offset
+            groups = groups.clone(memory_format=torch.contiguous_format)
         word = groups.view(torch.int64).squeeze(-1)
         out = ((word * _GATHER_BITS) >> 56).to(torch.uint8)
     else:  # 2 or 4 fields per byte: OR the strided field views together
