@@ -13,10 +13,40 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+def _test_command() -> str:
+    return next(b.strip() for b in _blocks("bash") if "--benchmark-disable" in b)
+
+
+def _ci_lines() -> list[str]:
+    return [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+
+
+def _floors() -> dict[str, str]:
+    """pyproject's ``name>=version`` floors: {"torch": "2.13", "transformers": "5.14", ...}."""
+    return dict(re.findall(r'"([a-z-]+)>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text()))
+
+
 def test_ci_runs_the_readme_test_command() -> None:
-    test_command = next(b.strip() for b in _blocks("bash") if "--benchmark-disable" in b)
-    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    assert test_command in ci_lines
+    """The newest versions: CI runs README's command as it stands."""
+    assert _test_command() in _ci_lines()
+
+
+def test_ci_runs_the_same_command_on_the_floor_versions() -> None:
+    """The floors: the same command in a second venv with pyproject's floors pinned, no other change."""
+    (floor_line,) = [line for line in _ci_lines() if "transformers==" in line]
+    pins = dict(re.findall(r'"([a-z-]+)==([0-9.]+)"', floor_line))
+    floors = _floors()
+    assert pins.keys() == {"transformers", "peft", "accelerate"}
+    assert all(version.startswith(floors[name] + ".") for name, version in pins.items()), (pins, floors)
+    assert f"torch=={floors['torch']}.0" in _test_command()  # the torch floor is the torch CI installs
+    unpinned = re.sub(r' "[a-z-]+==[0-9.]+"', "", floor_line).replace(".venv-floor", ".venv")
+    assert unpinned == _test_command()
+
+
+def test_readme_states_the_tested_floors() -> None:
+    for name, version in _floors().items():
+        if name in {"torch", "transformers", "peft", "accelerate"}:
+            assert f"{name} >= {version}" in " ".join(README.split()), name
 
 
 def test_benchmark_command_runs_the_benchmark_suite() -> None:
