@@ -136,7 +136,9 @@ class DropoutSpec:
         or p = 1 (at::dropout draws nothing then)."""
         if self.seeded or self.p == 1.0:
             return None
-        return draw_packed(self.sampler, None, self.shape, 1.0 - self.p, like, self.bits)
+        # A 0-dim `like`: the mask is drawn contiguous, as F.dropout's empty_like(probs) is. (Passing
+        # q itself would lend it q's strides whenever q has the probabilities' shape, Sk == D.)
+        return draw_packed(self.sampler, None, self.shape, 1.0 - self.p, like.new_empty(()), self.bits)
 
     def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """``attn -> attn * noise``: at::dropout's op, its noise decoded from packed bytes `keep`

@@ -79,6 +79,14 @@ def test_storage_options_change_nothing(options: dict) -> None:
                 step(packed_attention, q, k, v, attn_mask=mask, dropout_p=0.2, **options))
 
 
+def test_transposed_inputs_with_head_dim_equal_to_keys_match_sdpa() -> None:
+    """Hugging Face's q is a transposed view; with Sk == D it has the probabilities' shape, and the
+    mask must still be drawn in the probabilities' (contiguous) layout."""
+    q, k, v = (leaf(B, SK, H, SK, seed=i).transpose(1, 2) for i in range(3))
+    assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2),
+                step(packed_attention, q, k, v, dropout_p=0.2))
+
+
 def test_grouped_query_attention_matches_sdpa() -> None:
     q, k, v = qkv(kv_heads=2)
     assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2, enable_gqa=True),
