@@ -90,12 +90,15 @@ def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
 
     # What the op writes or views must not be the shared cached tensor.
     fresh = _is_view(func) or bool(_writes(func))
+    targets = {id(v) for v in _written(func, args, kwargs)}
     unpacked: dict[int, tuple[PackedBool, torch.Tensor]] = {}
 
     def unwrap(x: Any) -> Any:
         if not isinstance(x, PackedBool):
             return x
         plain = x._plain(fresh=fresh)
+        if id(x) in targets and not plain.untyped_storage().resizable():
+            plain = plain.clone()  # numpy-backed: let resize_ / out= resizing reach our check
         unpacked[id(plain)] = (x, plain)
         return plain
 

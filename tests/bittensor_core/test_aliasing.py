@@ -132,6 +132,9 @@ def test_shape_changing_in_place_ops_are_refused(op) -> None:  # noqa: ANN001
     with pytest.raises(PackedBoolError, match=r"aten\.\w+_.*in place"):
         op(pb)
     assert pb.shape == (1, 2) and torch.equal(pb.unpack(), m)
+    for bits in WIDTHS:  # an out= torch would resize
+        with pytest.raises(PackedBoolError, match=r"aten\.logical_not\.out.*in place"), pytest.warns(UserWarning):
+            torch.logical_not(torch.ones(3, 3, dtype=torch.bool), out=PackedBool(m, bits=bits))
     same = PackedBool(torch.ones(2, 2, dtype=torch.bool))
     assert same.squeeze_() is same and same.resize_(2, 2) is same  # shape unchanged: fine
 
