@@ -189,8 +189,7 @@ class PackedBool(torch.Tensor):
             return
         parent, replay = self._view_of
         base = parent._plain(fresh=True)
-        addresses = replay(with_strides(torch.arange(base.numel()).view(base.shape), base.stride()))
-        if addresses.unique().numel() < addresses.numel():
+        if _overlaps(base, replay):
             raise PackedBoolError(
                 f"cannot write to this view of a PackedBool: its elements overlap (an unfold or "
                 f"as_strided view, shape {tuple(self.shape)}), so the write order would decide "
@@ -251,3 +250,13 @@ class PackedBool(torch.Tensor):
 
     def tolist(self) -> Any:
         return self.unpack(fresh=True).tolist()
+
+
+def _overlaps(base: torch.Tensor, replay: Callable) -> bool:
+    """Do two elements of the view `replay(base)` share an element of `base` (unfold windows,
+    as_strided)? Stride-0 overlap needs no check: torch's own copy_ into it raises."""
+    if torch._debug_has_internal_overlap(replay(base)) == 0 or base.device.type == "meta":
+        return False  # 0: provably no overlap
+    index = torch.arange(base.numel(), device=base.device).view(base.shape)
+    addresses = replay(with_strides(index, base.stride()))
+    return addresses.unique().numel() < addresses.numel()
