@@ -25,12 +25,7 @@ pytest.importorskip("transformers")
 
 # The packed attention replays eager attention's ops; stock CPU SDPA (math path when dropout > 0)
 # gives the same loss from the same draws but rounds its backward differently.
-SDPA_BACKWARD = pytest.mark.xfail(
-    strict=True,
-    reason="packed attention replays eager's ops, not SDPA's: gradients differ from stock SDPA in rounding"
-    " (integrations/hf_attention.py; the attention rewrite replays the stock implementation's ops)",
-)
-ATTENTIONS = ["eager", pytest.param("sdpa", marks=SDPA_BACKWARD)]
+ATTENTIONS = ["eager", "sdpa"]  # packed attention replays either one's own ops
 
 
 def _model(name: str, attn: str, checkpointing: bool | None = None) -> nn.Module:
@@ -128,7 +123,7 @@ def test_unpatch_restores_a_lora_model_then_merge_and_unload_equals_stock() -> N
     patch_model(patched)
     _train(reference)
     _train(patched)
-    assert unpatch_model(patched).replaced == {"dropout": 0, "attention": 0, "router": 0}
+    assert not any(unpatch_model(patched).replaced.values())
     assert dict(patched.named_modules()) == modules  # the very same module objects, LoRA's included
     assert patched.config._attn_implementation == "eager"
     merged, merged_ref = patched.merge_and_unload(), reference.merge_and_unload()
