@@ -76,7 +76,7 @@ def logical_strides(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -
     """Element strides of a mask of `shape` stored in `packed`: a storage row is `shape[-1]`
     elements, so a leading-dim byte stride `s` is `s / row_bytes * shape[-1]` elements."""
     contiguous = make_contiguous_strides_for(shape)
-    if len(shape) == 0 or math.prod(shape) == 0 or packed.dim() != len(shape):
+    if len(shape) == 0 or shape[-1] == 0 or packed.dim() != len(shape):
         return tuple(contiguous)
     cols, nbytes = shape[-1], packed.shape[-1]
     lead = [s * cols // nbytes if s % nbytes == 0 else s * cols for s in packed.stride()[:-1]]
