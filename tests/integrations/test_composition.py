@@ -23,8 +23,6 @@ from .tiny_models import ARCHS, assert_identical, loss_and_grads
 
 pytest.importorskip("transformers")
 
-# The packed attention replays eager attention's ops; stock CPU SDPA (math path when dropout > 0)
-# gives the same loss from the same draws but rounds its backward differently.
 ATTENTIONS = ["eager", "sdpa"]  # packed attention replays either one's own ops
 
 
