@@ -157,21 +157,34 @@ def packed_attention_forward(
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(dropout, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
     keep = drop.draw(query)
-    packed_mask_ = None if attention_mask is None else attention_mask.packed
-    mask_spec = None if attention_mask is None else (attention_mask.shape, attention_mask.bits)
-    core = partial(_eager_core, eager, module, drop, mask_spec, dtype, scaling, kwargs)
-    out = checkpoint(core, query, key, value, packed_mask_, keep, use_reentrant=False, preserve_rng_state=drop.seeded)
+    mask_spec = None
+    if isinstance(attention_mask, PackedBool):  # the checkpoint keeps the bytes; the core unpacks them
+        mask_spec, attention_mask = (attention_mask.shape, attention_mask.bits), attention_mask.packed
+    route = _route(drop, keep)
+    # Eager: the route goes inside the checkpoint, whose recompute (in backward) needs it again.
+    # Compiling: dynamo refuses a mode entered inside a checkpoint, and needs none there: the route
+    # is applied while tracing, and AOTAutograd recomputes from the traced graph.
+    compiling = torch.compiler.is_compiling()
+    core = partial(_eager_core, eager, module, dropout, None if compiling else route, mask_spec, dtype, scaling, kwargs)
+    with route if compiling else nullcontext():
+        out = checkpoint(core, query, key, value, attention_mask, keep, use_reentrant=False,
+                         preserve_rng_state=drop.seeded)
     return out, None
 
 
-def _eager_core(eager: Callable, module: torch.nn.Module, drop: DropoutSpec, mask_spec: tuple | None,
-                dtype: torch.dtype, scaling: float | None, kwargs: dict, query: torch.Tensor, key: torch.Tensor,
+def _route(drop: DropoutSpec, keep: torch.Tensor | None) -> DropoutRoute:
+    """F.dropout(probs) -> probs * noise, the noise replayed from the packed mask `keep`."""
+    apply = drop.dropout(keep)
+    return DropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x)
+
+
+def _eager_core(eager: Callable, module: torch.nn.Module, p: float, route: DropoutRoute | None,
+                mask_spec: tuple | None, dtype: torch.dtype, scaling: float | None, kwargs: dict, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> torch.Tensor:
     if mask is not None:
-        mask = _eager_mask(kernels.unpack(mask, *mask_spec), dtype)
-    apply = drop.dropout(keep)
-    with DropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x):
-        out, _ = eager(module, query, key, value, mask, dropout=drop.p, scaling=scaling, **kwargs)
+        mask = _eager_mask(mask if mask_spec is None else kernels.unpack(mask, *mask_spec), dtype)
+    with route or nullcontext():
+        out, _ = eager(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
     return out
 
 
@@ -214,13 +227,14 @@ def packed_mask(*args: Any, options: MaskStorage = DEFAULT, reference: str = "sd
 
     Returns:
         PackedBool of shape (B, 1, q_length, kv_length), True = attend; or None where the
-        reference gets no mask either.
+        reference gets no mask either. While torch.compile traces, the plain bool mask (dynamo
+        cannot trace a PackedBool built inside the graph; every layer shares that one tensor).
     """
     from transformers.masking_utils import sdpa_mask
 
     if reference == "eager":
         kwargs["allow_is_causal_skip"] = False
     mask = sdpa_mask(*args, **kwargs)
-    if mask is None:
-        return None
+    if mask is None or torch.compiler.is_compiling():
+        return mask
     return PackedBool(mask, bits=options.bits, unpack=options.unpack)

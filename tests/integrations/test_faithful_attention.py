@@ -107,3 +107,17 @@ def test_no_score_sized_tensor_wider_than_a_bit_is_kept(name: str, impl: str) ->
     score_floats = batch * heads * seq * seq * 4
     assert _largest_kept(reference, inputs) >= score_floats
     assert _largest_kept(patched, inputs) < score_floats / 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_compiled_patched_model_is_one_graph_and_bit_identical(impl: str) -> None:
+    """torch.compile(fullgraph=True) of a patched BART (functional dropouts, cross-attention) traces
+    with no graph break and trains exactly like the unpatched model run eagerly."""
+    reference, patched = _pair(BART, impl)
+    patch_model(patched)
+    torch._dynamo.reset()
+    compiled = torch.compile(patched, fullgraph=True, backend="aot_eager")
+    inputs = BART.inputs()
+    loss, grads = loss_and_grads(compiled, inputs)
+    assert_identical(loss_and_grads(reference, inputs), (loss, {k.removeprefix("_orig_mod."): g for k, g in grads.items()}))
