@@ -44,6 +44,11 @@ aten = torch.ops.aten
 _UNSAFE_VIEWS = {aten._unsafe_view.default, aten.unsafe_split.Tensor, aten.unsafe_split_with_sizes.default}
 
 
+# Ops that address the tensor's storage, which a PackedBool has only as its own elements.
+_STORAGE_OPS = {aten.as_strided.default, aten.as_strided_.default, aten.as_strided_copy.default,
+                aten.as_strided_scatter.default}
+
+
 def _is_view(func: torch._ops.OpOverload) -> bool:
     return func.is_view or func in _UNSAFE_VIEWS
 
@@ -88,6 +93,11 @@ def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     """Unpack -> run -> plain result; PackedBools the op mutates are written back in place."""
     from .packed_bool import PackedBool
 
+    if func in _STORAGE_OPS and isinstance(args[0], PackedBool) and _window(args[0]):
+        raise PackedBoolError(
+            f"{func} addresses the storage under a view, and a view of a PackedBool has no bool "
+            "storage to address. Call it on a copy: pb.clone() (or on pb.unpack())."
+        )
     # What the op writes or views must not be the shared cached tensor.
     fresh = _is_view(func) or bool(_writes(func))
     targets = {id(v) for v in _written(func, args, kwargs)}
@@ -119,6 +129,14 @@ def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     back = {id(plain): pb for pb, plain in written}
     caches = [p for pb, p in unpacked.values() if pb._cache is not None and pb._cache[1] is p]
     return tree_map(lambda x: back[id(x)] if id(x) in back else _not_aliasing(x, caches), out)
+
+
+def _window(pb: Any) -> bool:
+    """Is `pb` a view onto a larger mask (its elements are not the whole storage)?"""
+    packed = pb._packed
+    return pb._view_of is not None or packed.storage_offset() != 0 or (
+        packed.untyped_storage().nbytes() != packed.numel()
+    )
 
 
 def _not_aliasing(x: Any, caches: list[torch.Tensor]) -> Any:

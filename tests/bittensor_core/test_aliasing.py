@@ -150,6 +150,11 @@ def test_cached_mode_never_hands_out_its_cache() -> None:
         assert torch.equal(pb.unpack(), pb.unpack(fresh=True))
 
 
-def test_non_bool_views_are_refused() -> None:
+def test_non_bool_views_and_storage_ops_on_views_are_refused() -> None:
+    pb = PackedBool(_mask(3, 8))
     with pytest.raises(PackedBoolError, match="packed bits"):
-        PackedBool(_mask(2, 8)).view(torch.uint8)
+        pb.view(torch.uint8)
+    assert torch.equal(pb.as_strided((2, 2), (8, 1)).unpack(), pb.unpack().as_strided((2, 2), (8, 1)))
+    for view in (pb[1], pb.t()):  # torch would read the parent's storage: refuse, not guess
+        with pytest.raises(PackedBoolError, match=r"aten\.as_strided.*pb\.clone\(\)"):
+            view.as_strided((2,), (1,), 0)
