@@ -178,3 +178,38 @@ def test_fuzzed_files_never_load_a_wrong_mask() -> None:
         assert loaded.packed.untyped_storage().nbytes() <= len(variant)
         loaded_ok += 1
     assert loaded_ok < len(variants)  # the corruptions were seen
+
+
+
+def test_fuzzed_crafted_payloads_are_rejected_or_exact() -> None:
+    """Crafted payloads with a valid CRC for their declared metadata: genuine storage loads
+    exactly; storage expanded with stride 0 to 2**40 rows, a window into a larger buffer (offset,
+    row gaps), or bytes changed after the CRC was taken is rejected (deterministic)."""
+    gen = torch.Generator().manual_seed(2)
+
+    def draw(n: int) -> int:
+        return int(torch.randint(0, n, (), generator=gen))
+
+    seen = set()
+    for _ in range(120):
+        bits, rows, cols = WIDTHS[draw(4)], 1 + draw(3), 1 + draw(20)
+        mask = torch.rand(rows, cols, generator=gen) < 0.5
+        packed, shape, kind = PackedBool(mask, bits=bits).packed, (rows, cols), draw(4)
+        crc = _crc(packed, shape, bits)
+        if kind == 1:  # the memory bomb: one row, stride 0
+            packed, shape, crc = packed[:1].expand(2**40, -1), (2**40, cols), 0
+        elif kind == 2:  # a window: offset and row gaps into a larger buffer
+            big = torch.zeros(rows, 2 * packed.shape[1] + 1, dtype=torch.uint8)
+            packed = big[:, 1 : 1 + packed.shape[1]].copy_(packed)
+        elif kind == 3:  # a byte changed after the CRC was taken
+            packed = packed.clone()
+            packed.view(-1)[draw(packed.numel())] ^= 1 << draw(8)
+        seen.add(kind)
+        payload = _Payload(packed, shape, bits, "lazy", crc)
+        if kind == 0:
+            loaded = _load(_save(payload))
+            assert torch.equal(loaded.unpack(), mask) and int(loaded.sum()) == int(mask.sum())
+        else:
+            with pytest.raises(CorruptPayloadError):
+                _load(_save(payload))
+    assert seen == {0, 1, 2, 3}
