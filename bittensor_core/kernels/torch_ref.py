@@ -20,7 +20,7 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     cols, k = last_dim(mask.shape), per_byte(bits)
     nbytes = row_bytes(cols, bits)
     rows = mask.reshape(num_rows(mask.shape), cols).view(torch.uint8)
-    if nbytes * k != cols:
+    if torch.compiler.is_compiling() or nbytes * k != cols:  # compiling: no guard on the size (dynamic shapes)
         rows = F.pad(rows, (0, nbytes * k - cols))
     if bits == 8:
         return rows.clone().view(packed_shape(mask.shape, bits))
@@ -44,7 +44,7 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
     cols = last_dim(shape)
     fields = torch.stack([(packed >> (i * bits)) & 1 for i in range(per_byte(bits))], dim=-1)
     flat = fields.reshape(*packed.shape[:-1], packed.shape[-1] * fields.shape[-1])
-    if flat.shape[-1] != cols:
+    if torch.compiler.is_compiling() or flat.shape[-1] != cols:  # compiling: no guard on the size
         flat = flat[..., :cols]
     # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
     return (flat != 0).reshape(shape)
