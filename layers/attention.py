@@ -141,8 +141,9 @@ class DropoutSpec:
         return draw_packed(self.sampler, None, self.shape, 1.0 - self.p, like.new_empty(()), self.bits)
 
     def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``attn -> attn * noise``: at::dropout's op, its noise decoded from packed bytes `keep`
-        (drawn here when seeded; none at all for p = 1, where at::dropout multiplies by 0)."""
+        """``attn -> attn * noise``: at::dropout's op on CPU, its noise decoded from packed bytes
+        `keep` (drawn here when seeded; none at all for p = 1, where at::dropout multiplies by 0).
+        On CUDA at::dropout is native_dropout, whose arithmetic is ``_masked_scale`` (unverified on a GPU)."""
 
         def apply(attn: torch.Tensor) -> torch.Tensor:
             if tuple(attn.shape) != self.shape:
@@ -152,6 +153,9 @@ class DropoutSpec:
             if self.p == 1.0:
                 return attn * torch.zeros((), dtype=attn.dtype, device=attn.device)
             bits = keep if keep is not None else draw_packed(self.sampler, None, self.shape, 1.0 - self.p, attn, self.bits)
+            if attn.device.type == "cuda":
+                mask = kernels.unpack(bits, self.shape, self.bits)
+                return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))
             return attn * noise_from_bytes(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
 
         return apply
