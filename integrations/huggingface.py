@@ -145,7 +145,7 @@ def patch_model(
         if dropout:
             _swap_dropouts(model, options, state)
             _route_functional_dropouts(model, options, state)
-        if (attention or router) and hasattr(model, "config"):
+        if (attention or router) and hasattr(model, "set_attn_implementation"):
             _own_config(model, state)
         if attention:
             _switch_attention(model, options, flash, state)

@@ -323,3 +323,28 @@ def test_import_integrations_is_cheap() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_functional_dropout_in_a_custom_module_is_packed_bit_identically() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.nn.functional.dropout(self.linear(x), 0.3, self.training)
+            return torch.dropout(h, 0.2, self.training).sum()
+
+    torch.manual_seed(0)
+    reference = Block()
+    model = copy.deepcopy(reference)
+    assert patch_model(model).replaced["functional_dropout"] == 1
+    x = torch.randn(8, 16)
+    torch.manual_seed(3)
+    expected = reference(x)
+    with SavedTensorCensus() as census:
+        torch.manual_seed(3)
+        got = model(x)
+    assert torch.equal(got, expected) and census.bytes_by_dtype.get(torch.float32, 0) == 4 * x.numel()  # x only
+    unpatch_model(model)
+    assert not model._forward_pre_hooks and patch_model(model, dropout=False).replaced["functional_dropout"] == 0

@@ -133,6 +133,21 @@ def test_head_dim_zero_matches_sdpa() -> None:
     assert bits_equal(packed_attention(q, k, v, dropout_p=0.1), expected)
 
 
+def test_calls_sdpa_itself_where_a_fused_kernel_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch's checks say a fused CUDA kernel takes the call, packed attention is the stock call
+    (the kernel regenerates its dropout mask: nothing to pack); the mask goes unpacked."""
+    import layers.attention as attention
+
+    calls = []
+    monkeypatch.setattr(attention, "fused_kernel_runs", lambda *args: True)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *args, **kwargs: calls.append(args))
+    q, k, v = qkv()
+    keep = keep_mask()
+    packed_attention(q, k, v, PackedBool(keep), dropout_p=0.2)
+    (args,) = calls
+    assert args[4] == 0.2 and torch.equal(args[3], keep)
+
+
 def test_no_fused_kernel_route_on_cpu() -> None:
     """The CUDA route (fused SDPA kernels) is decided by torch's can_use_*_attention; never on CPU."""
     q, k, v = qkv(torch.float16)
