@@ -42,6 +42,9 @@ from .samplers import draw_packed
 class ProbsDropoutMatmul(BernoulliMask):
     """Mask type: ``out = dropout(probs) @ v`` with the element-wise dropout mask on probs.
 
+    A mask-type example (docs/mask-types.md) for code that holds the probabilities itself;
+    `packed_attention` does not use it (it recomputes the attention core and keeps no probs).
+
     Inputs ``(probs (..., Sq, Sk), v (..., Sk, D))``; saves probs and v (probs is also the
     softmax's saved output, so it is stored once); the dropped probs are never kept.
     """
