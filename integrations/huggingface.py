@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -95,6 +96,7 @@ class _PatchState:
     configs: list[tuple[Any, str, Any]] = field(default_factory=list)  # (owner, attribute, original config)
     hooks: list[RemovableHandle] = field(default_factory=list)
     functional: int = 0  # modules whose functional dropout calls are routed
+    checkpointed: list[nn.Module] = field(default_factory=list)  # attention modules recomputed in backward
 
 
 def patch_model(
@@ -173,6 +175,8 @@ def unpatch_model(model: nn.Module) -> PatchReport:
             handle.remove()
         for owner, attr, config in state.configs:  # the original config objects, never modified
             setattr(owner, attr, config)
+        for module in state.checkpointed:
+            del module.forward  # the instance attribute set by _checkpoint_attentions
     return report(model)
 
 
@@ -186,6 +190,7 @@ def report(model: nn.Module) -> PatchReport:
     if state is not None and state.attn_before is not None:
         out.attn_implementation = model.config._attn_implementation
         out.replaced["attention"] = sum(_dispatches(type(m), "ALL_ATTENTION_FUNCTIONS") for m in model.modules())
+    out.replaced["attention"] += len(state.checkpointed) if state else 0
     if state is not None and state.experts_before is not None:
         out.experts_implementation = model.config._experts_implementation
         out.replaced["router"] = sum(_is_experts(m) for m in model.modules())
@@ -257,12 +262,38 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
     name = register_attention(options, flash=flash, reference=reference)
     model.set_attn_implementation(name)
     if model.config._attn_implementation != name:
-        state.skipped.append(
-            ("attention", f"{type(model).__name__} cannot switch its attention implementation"
-             " (its attention does not dispatch through transformers' AttentionInterface)")
-        )
+        _checkpoint_attentions(model, state)
         return
     state.attn_before = before
+
+
+def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
+    """For attention that does not dispatch through AttentionInterface (MPNet-style: softmax and a
+    dropout module in its own forward): run each such module under a non-reentrant checkpoint that
+    preserves the RNG state, so nothing inside is kept and backward recomputes it, drawing the same
+    dropout mask again: the module's own ops, bit-identical. Modules that touch a kv cache are left
+    alone (a recompute would update the cache twice)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def wrap(forward):  # noqa: ANN001, ANN202
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return forward(*args, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+        return run
+
+    for module in model.modules():
+        text = _source(type(module))
+        if "Attention" in type(module).__name__ and "softmax(" in text and "dropout(" in text \
+                and "cache" not in text.lower() and "past_key_value" not in text:
+            module.forward = wrap(module.forward)
+            state.checkpointed.append(module)
+    reason = (f"{type(model).__name__}'s attention does not dispatch through transformers' AttentionInterface;"
+              f" {len(state.checkpointed)} attention modules are recomputed in backward instead (checkpointed,"
+              " the dropout mask redrawn from the saved RNG state)")
+    if not state.checkpointed:
+        reason = f"{type(model).__name__} cannot switch its attention implementation (no AttentionInterface)"
+    state.skipped.append(("attention", reason))
 
 
 def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:

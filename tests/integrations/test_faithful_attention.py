@@ -86,13 +86,17 @@ class _Storages(TorchDispatchMode):
         return out
 
 
-def _largest_kept(model: torch.nn.Module, inputs: dict) -> int:
-    """The largest storage made by the forward pass that is still alive after it (kept for backward)."""
+def _kept(model: torch.nn.Module, inputs: dict) -> list[int]:
+    """Sizes of the storages made by the forward pass still alive after it (kept for backward)."""
     with _Storages() as storages:
         loss = model(**inputs).loss
-    largest = max((n for ref, n in storages.made if ref() is not None), default=0)
+    alive = {id(ref()): n for ref, n in storages.made if ref() is not None}
     loss.backward()
-    return largest
+    return sorted(alive.values())
+
+
+def _largest_kept(model: torch.nn.Module, inputs: dict) -> int:
+    return max(_kept(model, inputs), default=0)
 
 
 @pytest.mark.parametrize("name, impl", [("bert", "sdpa"), ("gpt2", "eager"), ("bart", "sdpa"), ("bart", "eager")])
@@ -121,3 +125,35 @@ def test_compiled_patched_model_is_one_graph_and_bit_identical(impl: str) -> Non
     inputs = BART.inputs()
     loss, grads = loss_and_grads(compiled, inputs)
     assert_identical(loss_and_grads(reference, inputs), (loss, {k.removeprefix("_orig_mod."): g for k, g in grads.items()}))
+
+
+def _mpnet():
+    from transformers import MPNetConfig, MPNetForMaskedLM
+
+    config = MPNetConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=300, pad_token_id=1,
+    )
+    return MPNetForMaskedLM(config)
+
+
+MPNET = Arch("mpnet", _mpnet, _text("tokens"))
+
+
+def test_attention_without_attention_interface_is_recomputed_bit_identically() -> None:
+    """MPNet computes softmax and dropout in its own forward; those modules run checkpointed."""
+    reference = MPNET.model()
+    patched = copy.deepcopy(reference)
+    result = patch_model(patched)
+    assert result.replaced["attention"] == 2 and "recomputed in backward" in dict(result.skipped)["attention"]
+    for a, b in zip(_train(reference, MPNET), _train(patched, MPNET), strict=True):
+        assert_identical(a, b)
+    batch, seq, heads = 1, 256, 4
+    inputs = MPNET.inputs(batch=batch, seq=seq)
+    score_floats = batch * heads * seq * seq * 4
+    big = [sum(n >= score_floats / 4 for n in _kept(m, inputs)) for m in (reference, patched)]
+    # left: what MPNet builds once per forward and every layer reads (float mask, position buckets,
+    # position bias); gone: at least two per layer (of probs, noise, dropped probs)
+    assert big[1] <= 3 and big[0] >= big[1] + 2 * 2
+    unpatch_model(patched)
+    assert not any(a == "forward" for m in patched.modules() for a in vars(m))
