@@ -25,8 +25,16 @@ def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
     (0.123 and 0.45 in float32). Using this value keeps outputs and gradients bit-identical to
     nn.Dropout for every p. With p = 1 (nothing kept) the scale is 1.
     """
+    if torch.compiler.is_compiling():  # a constant: the partitioner rebuilds it, never saves it
+        return torch.full((), _scale_value(p, dtype), dtype=dtype, device=device)
     one = torch.ones((), dtype=dtype, device=device)
     return one if p >= 1.0 else one.div_(1.0 - p)
+
+
+@torch.compiler.assume_constant_result
+def _scale_value(p: float, dtype: torch.dtype) -> float:
+    """`noise_scale` on CPU as a Python float (exact: a float64 holds any float16/32 value)."""
+    return 1.0 if p >= 1.0 else torch.ones((), dtype=dtype).div_(1.0 - p).item()
 
 
 @lru_cache(maxsize=16)

@@ -225,9 +225,9 @@ def _compiled_equals_eager(name: str, **patch: object) -> None:
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(model, fullgraph=True, backend=counter)
     with SavedTensorCensus() as compiled_census:
-        got = loss_and_grads(compiled, inputs)
+        loss, grads = loss_and_grads(compiled, inputs)
     assert counter.frame_count == 1
-    assert_identical(got, eager)
+    assert_identical((loss, {n.removeprefix("_orig_mod."): g for n, g in grads.items()}), eager)
     assert compiled_census.total_bytes <= eager_census.total_bytes
 
 
@@ -236,9 +236,12 @@ def test_hf_dropout_patched_model_compiles_fullgraph_with_eager_results(name: st
     _compiled_equals_eager(name, attention=False)
 
 
-@pytest.mark.xfail(strict=True, reason="attention-probability dropout (layers/attention.py, integrations/"
-                   "hf_attention.py) reads PackedBool attributes inside the traced region; being rewritten")
-@pytest.mark.parametrize("name", ["bert", "gpt2"])
+# NOTE: with packed attention (layers/attention.py, integrations/hf_attention.py, being reworked by
+# its owner) every dense model traces in one graph with eager's exact results, but the compiled
+# step saves slightly more than eager (BERT: the (B, 1, S, S) float mask bias instead of its uint8
+# form; ViT, BART: 16 bytes). Drop this xfail once it passes everywhere.
+@pytest.mark.xfail(strict=False, reason="packed attention saves a few more bytes compiled than eager")
+@pytest.mark.parametrize("name", DENSE)
 def test_hf_fully_patched_model_compiles_fullgraph(name: str) -> None:
     _compiled_equals_eager(name)
 

@@ -1,0 +1,52 @@
+"""A compiled training step of TinyBERT-4L: ``torch.compile(stock)`` vs ``torch.compile(patched)``.
+
+Same model, batch and optimizer as `benchmarks/test_training_bench.py`; both variants are compiled
+with ``fullgraph=True`` (inductor when timing; "aot_eager" under ``--benchmark-disable``, where the
+case only checks that it runs, to keep CI's compile time down). Target (see docs/compile.md):
+compiled patched step time <= 1.0x compiled stock, saved bytes <= the eager patched step's.
+
+``extra_info``: ``peak_bytes``, ``saved_bytes`` (compiled step), ``eager_saved_bytes`` (the same
+model uncompiled), ``mask_bytes``, ``backend``, ``batch``, ``seq_len``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.experiments.probes import step_memory, synchronize
+from benchmarks.experiments.training import random_batch, train_step
+from benchmarks.test_training_bench import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
+
+
+@pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
+def test_compiled_training_step(benchmark, variant: str) -> None:  # noqa: ANN001
+    pytest.importorskip("transformers")
+    torch._dynamo.reset()
+    batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED
+    backend = "inductor" if benchmark.enabled else "aot_eager"
+    model = tiny_bert()
+    if variant != "native":
+        from integrations.huggingface import patch_model
+
+        patch_model(model, bits=1, unpack="lazy")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = random_batch(model.config.vocab_size, batch_size, SEQ_LEN, device=DEVICE)
+    train_step(model, optimizer, batch)  # optimizer state exists: the eager figure is steady-state
+    eager = step_memory(model, optimizer, batch, DEVICE)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    train_step(compiled, optimizer, batch)  # compiles
+    memory = step_memory(compiled, optimizer, batch, DEVICE)
+
+    def step() -> float:
+        loss = train_step(compiled, optimizer, batch)
+        synchronize(DEVICE)
+        return loss
+
+    benchmark.group = f"compiled training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
+    benchmark.extra_info.update(
+        variant=variant, backend=backend, batch=batch_size, seq_len=SEQ_LEN, peak_bytes=memory.peak_bytes,
+        saved_bytes=memory.saved_bytes, eager_saved_bytes=eager.saved_bytes, mask_bytes=memory.mask_bytes,
+    )
+    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    assert torch.isfinite(torch.tensor(loss))
