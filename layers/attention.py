@@ -36,7 +36,7 @@ from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
 from .noise import noise_from_bytes, noise_scale
 from .options import MaskStorage, check_floating, check_p
-from .samplers import draw_packed
+from .samplers import draw_packed, get_sampler
 
 
 class ProbsDropoutMatmul(BernoulliMask):
@@ -141,7 +141,11 @@ class DropoutSpec:
             return None
         # A 0-dim `like`: the mask is drawn contiguous, as F.dropout's empty_like(probs) is. (Passing
         # q itself would lend it q's strides whenever q has the probabilities' shape, Sk == D.)
-        return draw_packed(self.sampler, None, self.shape, 1.0 - self.p, like.new_empty(()), self.bits)
+        return self._draw(like.new_empty(()))
+
+    def _draw(self, like: torch.Tensor) -> torch.Tensor:
+        key = get_sampler(self.sampler).key(like.device, replay=False)  # the fast sampler's seed; None for exact
+        return draw_packed(self.sampler, key, self.shape, 1.0 - self.p, like, self.bits)
 
     def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """``attn -> attn * noise``: at::dropout's op on CPU, its noise decoded from packed bytes
@@ -155,7 +159,7 @@ class DropoutSpec:
                 )
             if self.p == 1.0:
                 return attn * torch.zeros((), dtype=attn.dtype, device=attn.device)
-            bits = keep if keep is not None else draw_packed(self.sampler, None, self.shape, 1.0 - self.p, attn, self.bits)
+            bits = keep if keep is not None else self._draw(attn)
             if attn.device.type == "cuda":
                 mask = kernels.unpack(bits, self.shape, self.bits)
                 return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))

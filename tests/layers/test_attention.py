@@ -9,7 +9,8 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
 from layers import packed_attention, padding_causal_mask
-from layers.attention import fused_kernel_runs
+from layers.attention import DropoutSpec, fused_kernel_runs
+from layers.attention_core import sdpa_math
 
 from .helpers import bits_equal, leaf
 
@@ -85,6 +86,20 @@ def test_transposed_inputs_with_head_dim_equal_to_keys_match_sdpa() -> None:
     q, k, v = (leaf(B, SK, H, SK, seed=i).transpose(1, 2) for i in range(3))
     assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2),
                 step(packed_attention, q, k, v, dropout_p=0.2))
+
+
+@pytest.mark.parametrize("storage", ["packed", "seeded"])
+def test_fast_sampler_backward_replays_the_forward_mask(storage: str) -> None:
+    """sampler="fast" draws other numbers than SDPA; backward (recomputed) must use the very mask the
+    forward drew: equal to plain autograd through the math path with that mask."""
+    q, k, v = qkv()
+    got = step(packed_attention, q, k, v, dropout_p=0.3, sampler="fast", storage=storage)
+
+    def plain(q, k, v, dropout_p):  # noqa: ANN001, ANN202
+        spec = DropoutSpec(dropout_p, (B, H, SQ, SK), 1, "fast", seeded=False)
+        return sdpa_math(q, k, v, None, spec.dropout(spec.draw(q)))
+
+    assert_same(step(plain, q, k, v, dropout_p=0.3), got)
 
 
 def test_grouped_query_attention_matches_sdpa() -> None:
