@@ -23,6 +23,7 @@ from bittensor_core import SavedTensorCensus, pack_saved_bools
 from layers import DropPath, HeadGate, MaskType, PackedDropout, TopKRouter, apply_mask
 from layers.options import MaskStorage
 
+from .test_distributed import BATCH, SEED, WORLD, _half
 from .tiny_models import ARCHS, VOCAB, Arch, assert_identical, loss_and_grads
 
 transformers = pytest.importorskip("transformers")
@@ -254,14 +255,6 @@ def test_hf_moe_patched_model_compiles_fullgraph(name: str) -> None:
 
 
 # ---- DDP -----------------------------------------------------------------------------------------
-
-WORLD, SEED, BATCH = 2, 100, 4
-
-
-def _half(inputs: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
-    size = BATCH // WORLD
-    return {k: v[rank * size : (rank + 1) * size] for k, v in inputs.items()}
-
 
 def _ddp_worker(rank: int, init: str, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
