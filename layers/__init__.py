@@ -10,6 +10,7 @@ from .bernoulli_mask import BernoulliMask
 from .drop_path import DropPath, drop_path
 from .dropout import DropoutMask, PackedDropout, packed_dropout
 from .head_gate import HeadGate
+from .mask import Mask
 from .mask_type import Draw, MaskFunction, MaskType, apply_mask
 from .moe import CombineMask, DispatchMask, ExpertMLP, PackedMoE
 from .noise import noise_scale, packed_noise
@@ -25,6 +26,7 @@ __all__ = [
     "DropoutMask",
     "ExpertMLP",
     "HeadGate",
+    "Mask",
     "MaskFunction",
     "MaskStorage",
     "MaskType",
