@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -169,8 +170,12 @@ def unpatch_model(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.pop(_STATE, None)
     if state is not None:
         for path, original in state.originals.items():
+            try:
+                swapped = model.get_submodule(path)
+            except AttributeError:  # removed since patching (peft's merge_and_unload drops lora_dropout)
+                continue
             # the swapped module followed model.train() / eval() since patching: so does the original
-            model.set_submodule(path, original.train(model.get_submodule(path).training))
+            model.set_submodule(path, original.train(swapped.training))
         for handle in state.hooks:
             handle.remove()
         for owner, attr, config in state.configs:  # the original config objects, never modified
@@ -321,15 +326,27 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
 
 # ---- helpers --------------------------------------------------------------------------------------
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP / FSDP / DataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    """The model inside DDP / FSDP / DataParallel (``.module``), torch.compile (``._orig_mod``) and peft
+    (``PeftModel.base_model.model``) wrappers: the patch state lives on the model itself, so the model
+    ``merge_and_unload()`` hands back is still the one `unpatch_model` restores."""
     if not isinstance(model, nn.Module):
         raise PackedBoolTypeError(
             f"expected a torch.nn.Module (a transformers model or any module), got {type(model).__name__}: {model!r:.80}."
         )
-    while type(model).__name__ in _WRAPPERS and isinstance(getattr(model, _WRAPPERS[type(model).__name__], None),
-                                                               nn.Module):
-        model = getattr(model, _WRAPPERS[type(model).__name__])
+    while (inner := _inner(model)) is not None:
+        model = inner
     return model
+
+
+def _inner(model: nn.Module) -> nn.Module | None:
+    attr = _WRAPPERS.get(type(model).__name__)
+    if attr is not None:
+        inner = getattr(model, attr, None)
+    else:
+        peft = sys.modules.get("peft")  # only a model built by peft can be a PeftModel: never import it
+        is_peft = peft is not None and isinstance(model, peft.PeftModel)
+        inner = getattr(model.base_model, "model", None) if is_peft else None  # PeftModel -> tuner -> model
+    return inner if isinstance(inner, nn.Module) else None
 
 
 def _implementations(model: nn.Module, attr: str) -> dict[str, str | None]:

@@ -129,13 +129,6 @@ def test_unpatch_restores_a_lora_model_then_merge_and_unload_equals_stock() -> N
     _assert_same_parameters(merged_ref, merged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="patch state lives on the PeftModel wrapper (integrations/huggingface.py _unwrap stops at any"
-    " object with .config; patch_model stores _packedbool_patch there): merge_and_unload returns the base"
-    " model still holding PackedDropouts and attn 'packedbool' with no state, so unpatch_model(merged) is a"
-    " no-op, and unpatch_model(peft_model) then raises AttributeError on the removed lora_dropout paths",
-)
 def test_merge_and_unload_of_a_patched_lora_model_then_unpatch_restores_stock() -> None:
     patched = _lora()
     patch_model(patched)

@@ -138,25 +138,25 @@ def test_autocast_bf16_block_runs() -> None:
 
 
 @pytest.mark.slow
-def test_torch_compile_loss_equals_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_compile_loss_equals_eager() -> None:
     import torch._inductor.config as inductor_config
 
     # Inductor otherwise replaces torch's CPU Bernoulli by its own generator (for nn.Dropout too).
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # its guard lookup can trip on other graphs
-    torch.manual_seed(0)
-    model, x = Block(), torch.randn(2, 5, 16)
-    loss, grads = loss_and_grads(model, x)
-    compiled = torch.compile(model)
-    c_loss, c_grads = loss_and_grads(compiled, x)
-    torch.testing.assert_close(c_loss, loss, rtol=1e-6, atol=1e-7)
-    for a, b in zip(c_grads, grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    fast = torch.compile(lambda t: packed_dropout(t, 0.3, sampler="fast"))
-    torch.manual_seed(1)
-    eager_fast = packed_dropout(x, 0.3, sampler="fast")
-    torch.manual_seed(1)
-    assert torch.equal(fast(x), eager_fast)
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the config module's attributes.
+    with inductor_config.patch(fallback_random=True, fx_graph_cache=False):
+        torch.manual_seed(0)
+        model, x = Block(), torch.randn(2, 5, 16)
+        loss, grads = loss_and_grads(model, x)
+        compiled = torch.compile(model)
+        c_loss, c_grads = loss_and_grads(compiled, x)
+        torch.testing.assert_close(c_loss, loss, rtol=1e-6, atol=1e-7)
+        for a, b in zip(c_grads, grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        fast = torch.compile(lambda t: packed_dropout(t, 0.3, sampler="fast"))
+        torch.manual_seed(1)
+        eager_fast = packed_dropout(x, 0.3, sampler="fast")
+        torch.manual_seed(1)
+        assert torch.equal(fast(x), eager_fast)
 
 
 def test_given_mask_errors() -> None:
