@@ -26,7 +26,7 @@ from bittensor_core import SavedTensorCensus
 
 T = TypeVar("T")
 
-__all__ = ["peak_memory", "saved_bytes"]
+__all__ = ["peak_memory", "retained_after_forward", "saved_bytes"]
 
 
 class _PeakTracker(MemTracker):
@@ -87,3 +87,19 @@ def saved_bytes(fn: Callable[[], T]) -> tuple[T, SavedTensorCensus]:
     with SavedTensorCensus() as census:
         out = fn()
     return out, census
+
+
+def retained_after_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """Bytes created by the forward pass and still alive after it (loss included), then backward.
+
+    NOTE: this is what the graph keeps for backward. A saved-tensor census (`saved_bytes`) cannot
+    see inside a non-reentrant checkpoint (gradient checkpointing, the packed attention core): the
+    inputs it keeps for the recompute are held by its closure, not saved through the hooks.
+    """
+    tracker = MemTracker()
+    with tracker:
+        loss = model(**batch).loss
+        snapshot = tracker.get_tracker_snapshot()
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(s["Total"] for s in snapshot.values())

@@ -21,10 +21,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from benchmarks.experiments.probes import step_memory
 from benchmarks.experiments.training import load_model, random_batch, train_step
+from benchmarks.memory import retained_after_forward
 
 BATCH, SEQ_LEN = 16, 256
 BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
@@ -45,17 +45,6 @@ def _minilm(variant: str) -> nn.Module:
         result = patch_model(model)
         assert result.replaced["attention"] == 6 and result.attn_implementation == "packedbool", str(result)
     return model
-
-
-def retained_after_forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
-    """Bytes created by the forward pass and still alive after it (loss included), then backward."""
-    tracker = MemTracker()
-    with tracker:
-        loss = model(**batch).loss
-        snapshot = tracker.get_tracker_snapshot()
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(s["Total"] for s in snapshot.values())
 
 
 def _measure(benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int) -> None:  # noqa: ANN001

@@ -145,7 +145,9 @@ def _mask_elements(s: Exp1Settings, model: torch.nn.Module, train: Any) -> int:
     batch = train.batch(range(s.batch_size), s.device)
     with applied(model, BOOL_REFERENCE):
         _, census = saved_bytes(lambda: model(**batch).loss)
-    return census.packed_bytes
+    # Masks are PackedBools, or plain packed uint8 rows (the attention core's dropout bits): as
+    # `probes.step_memory` counts mask_bytes.
+    return census.packed_bytes + census.bytes_by_dtype.get(torch.uint8, 0)
 
 
 def run_exp1(s: Exp1Settings, *, progress: bool = True) -> dict[str, Any]:

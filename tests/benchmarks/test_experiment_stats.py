@@ -87,7 +87,10 @@ def test_exp1_rows_from_the_real_run(exp1_small: dict[str, Any]) -> None:
     # Seeded keeps one CPU generator state per mask, whatever the mask's size: 8 masks per step here
     # (embeddings, 2 per layer, attention probabilities per layer, classifier). On masks this small
     # that costs more than 1-bit packing; on real sizes it is far less (see docs/results.md).
-    assert seeded["mask_bytes"] == 8 * torch.get_rng_state().numel()
+    # The census sees 6: the attention cores' states (one per layer) are inputs of their
+    # non-reentrant checkpoint, held by its closure where saved-tensor hooks cannot see them
+    # (benchmarks.memory.retained_after_forward counts them).
+    assert seeded["mask_bytes"] == 6 * torch.get_rng_state().numel()
     for row in (one, four, seeded):
         assert row["saved_bytes"] < base["saved_bytes"] and row["saved_saving"] > 0
         assert row["peak_bytes"] <= base["peak_bytes"] + 64 * 1024  # + constant lookup tables, see test_budget_search
