@@ -107,10 +107,7 @@ def packed_attention(
     if p == 0.0 or query.shape[-1] == 0 or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa):
         mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
         return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa)
-    if isinstance(attn_mask, PackedBool):  # the checkpoint keeps the bytes; the core unpacks them
-        mask_spec, attn_mask = (attn_mask.shape, attn_mask.bits), attn_mask.packed
-    else:
-        mask_spec = None
+    mask_spec, attn_mask = checkpoint_mask(attn_mask)
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
     keep = drop.draw(query)
@@ -118,6 +115,30 @@ def packed_attention(
     # preserve_rng_state: with storage="seeded" the core draws the mask itself and the recompute
     # replays that draw from the saved generator state.
     return checkpoint(core, query, key, value, attn_mask, keep, use_reentrant=False, preserve_rng_state=drop.seeded)
+
+
+def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | None]:
+    """(spec, tensor) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
+    while compiling, a plain bool mask packed at 1 bit (the compiled step then keeps these bytes, as
+    eager keeps the PackedBool's); anything else as is, with spec None."""
+    if isinstance(attn_mask, PackedBool):
+        return (attn_mask.shape, attn_mask.bits), attn_mask.packed
+    if attn_mask is not None and attn_mask.dtype == torch.bool and torch.compiler.is_compiling():
+        return (attn_mask.shape, 1), kernels.pack(attn_mask, 1)
+    return None, attn_mask
+
+
+def region_local(t: torch.Tensor) -> torch.Tensor:
+    """`t`, copied into a fresh buffer while compiling (as is in eager mode).
+
+    Every layer unpacks the same mask bytes with the same ops, so AOTAutograd's CSE merges those
+    ops across the layers' checkpoints; a node of one checkpoint used by a later one is then saved
+    (MUST_SAVE), i.e. the unpacked mask or its float bias instead of the bytes. ``aten.empty`` is
+    never merged, so a copy through it keeps each layer's unpack inside its own checkpoint.
+    """
+    if not torch.compiler.is_compiling():
+        return t
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
 
 
 @dataclass(frozen=True)
@@ -172,7 +193,7 @@ def _core(drop: DropoutSpec, mask_spec: tuple | None, is_causal: bool, scale: fl
           query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
           keep: torch.Tensor | None) -> torch.Tensor:
     if mask_spec is not None:
-        attn_mask = kernels.unpack(attn_mask, *mask_spec)
+        attn_mask = kernels.unpack(region_local(attn_mask), *mask_spec)
     return sdpa_math(query, key, value, attn_mask, drop.dropout(keep), is_causal, scale, enable_gqa)
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from .noise import constant
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -74,5 +76,8 @@ def _bias(attn_mask: torch.Tensor | None, is_causal: bool, query: torch.Tensor,
         attn_mask = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
     if attn_mask is None or attn_mask.dtype != torch.bool:
         return attn_mask
+    if torch.compiler.is_compiling():  # the same values, as constants CSE keeps per layer (see `constant`)
+        zero, neg_inf = (constant(v, query.dtype, attn_mask.device) for v in (0.0, -math.inf))
+        return torch.where(attn_mask, zero, neg_inf)
     neg_inf = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=attn_mask.device)
     return torch.where(attn_mask, 0.0, neg_inf)

@@ -26,9 +26,17 @@ def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
     nn.Dropout for every p. With p = 1 (nothing kept) the scale is 1.
     """
     if torch.compiler.is_compiling():  # a constant: the partitioner rebuilds it, never saves it
-        return torch.full((), _scale_value(p, dtype), dtype=dtype, device=device)
+        return constant(_scale_value(p, dtype), dtype, device)
     one = torch.ones((), dtype=dtype, device=device)
     return one if p >= 1.0 else one.div_(1.0 - p)
+
+
+def constant(value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """A 0-dim constant. While compiling it is built on ``aten.empty``, which AOTAutograd's CSE never
+    merges: a constant merged across two checkpointed layers would be saved (MUST_SAVE) for backward."""
+    if torch.compiler.is_compiling():
+        return torch.empty((), dtype=dtype, device=device).fill_(value)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 @torch.compiler.assume_constant_result
@@ -58,7 +66,7 @@ def _traced_rows(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.
     Same values: 0 or `scale` exactly."""
     shifts = torch.arange(per_byte(bits), device=packed.device, dtype=torch.uint8) * bits
     fields = (packed.reshape(-1, 1) >> shifts) & 1
-    return torch.where(fields != 0, scale.to(packed.device), torch.zeros((), dtype=scale.dtype, device=packed.device))
+    return torch.where(fields != 0, scale.to(packed.device), constant(0.0, scale.dtype, packed.device))
 
 
 def packed_noise(mask: Mask, scale: torch.Tensor) -> torch.Tensor:

@@ -219,7 +219,7 @@ def _model(name: str, **patch: object) -> nn.Module:
     return model
 
 
-def _compiled_equals_eager(name: str, **patch: object) -> None:
+def _compiled_equals_eager(name: str, slack: int = 0, **patch: object) -> None:
     model, inputs = _model(name, **patch), HF[name].inputs(batch=2, seq=8)
     with SavedTensorCensus() as eager_census:
         eager = loss_and_grads(model, inputs)
@@ -229,7 +229,7 @@ def _compiled_equals_eager(name: str, **patch: object) -> None:
         loss, grads = loss_and_grads(compiled, inputs)
     assert counter.frame_count == 1
     assert_identical((loss, {n.removeprefix("_orig_mod."): g for n, g in grads.items()}), eager)
-    assert compiled_census.total_bytes <= eager_census.total_bytes
+    assert compiled_census.total_bytes <= eager_census.total_bytes + slack
 
 
 @pytest.mark.parametrize("name", DENSE)
@@ -237,14 +237,19 @@ def test_hf_dropout_patched_model_compiles_fullgraph_with_eager_results(name: st
     _compiled_equals_eager(name, attention=False)
 
 
-# NOTE: with packed attention (layers/attention.py, integrations/hf_attention.py, being reworked by
-# its owner) every dense model traces in one graph with eager's exact results, but the compiled
-# step saves slightly more than eager (BERT: the (B, 1, S, S) float mask bias instead of its uint8
-# form; ViT, BART: 16 bytes). Drop this xfail once it passes everywhere.
-@pytest.mark.xfail(strict=False, reason="packed attention saves a few more bytes compiled than eager")
+# Each layer's checkpointed attention core unpacks the shared mask bytes and builds the same
+# constants; AOTAutograd's CSE would merge those ops across layers and then save them (a node of one
+# checkpoint used by a later one is MUST_SAVE): the float mask bias, 0-dim scalars. They are built
+# per layer (layers.noise.constant, layers.attention.region_local). What remains: the noise decode's
+# (8,) uint8 bit-shift vector (layers/noise.py `_traced_rows`), shared the same way: 8 bytes per
+# compiled graph at 1 bit. (Built by a uint8 cumsum instead, inductor's gradients in the MLP test
+# above were not close to eager's, cause not investigated; so it stays, and the bound is exact.)
+SHIFTS_BYTES = 8
+
+
 @pytest.mark.parametrize("name", DENSE)
 def test_hf_fully_patched_model_compiles_fullgraph(name: str) -> None:
-    _compiled_equals_eager(name)
+    _compiled_equals_eager(name, slack=SHIFTS_BYTES)
 
 
 @pytest.mark.xfail(strict=True, reason="the packed experts loop over the experts present (torch.unique().tolist(), "
