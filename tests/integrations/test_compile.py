@@ -23,7 +23,7 @@ from bittensor_core import SavedTensorCensus, pack_saved_bools
 from layers import DropPath, HeadGate, MaskType, PackedDropout, TopKRouter, apply_mask
 from layers.options import MaskStorage
 
-from .test_distributed import BATCH, SEED, WORLD, _half
+from .test_distributed import BATCH, SEED, WORLD, _half, single_process_grads
 from .tiny_models import ARCHS, VOCAB, Arch, assert_identical, loss_and_grads
 
 transformers = pytest.importorskip("transformers")
@@ -281,13 +281,7 @@ def test_compiled_ddp_gradients_equal_single_process(tmp_path: Path, monkeypatch
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     mp.spawn(_ddp_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=WORLD, join=True)
     got = torch.load(out)
-    model, inputs = _model("bert", attention=False), HF["bert"].inputs(batch=BATCH)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        halves = [loss_and_grads(model, _half(inputs, r), seed=SEED + r)[1] for r in range(WORLD)]
-    finally:
-        torch.set_num_threads(threads)
-    assert got.keys() == halves[0].keys()
+    expected = single_process_grads(_model("bert", attention=False), HF["bert"].inputs(batch=BATCH))
+    assert got.keys() == expected.keys()
     for name in got:
-        assert torch.equal(got[name], (halves[0][name] + halves[1][name]) / WORLD), name
+        assert torch.equal(got[name], expected[name]), name

@@ -33,6 +33,17 @@ def _half(inputs: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]
     return {k: v[rank * size : (rank + 1) * size] for k, v in inputs.items()}
 
 
+def single_process_grads(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The gradients DDP must give: each rank's half with its seed, averaged, on one thread (as the workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        halves = [loss_and_grads(model, _half(inputs, r), seed=SEED + r)[1] for r in range(WORLD)]
+    finally:
+        torch.set_num_threads(threads)
+    return {n: (halves[0][n] + halves[1][n]) / WORLD for n in halves[0]}
+
+
 def _step(model: torch.nn.Module, inputs: dict[str, torch.Tensor], rank: int) -> None:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(SEED + rank)
@@ -78,14 +89,7 @@ def test_ddp_and_fsdp2_gradients_equal_single_process(tmp_path: Path, monkeypatc
     arch = ARCHS["bert"]
     model = arch.model()
     patch_model(model)
-    inputs = arch.inputs(batch=BATCH)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        halves = [loss_and_grads(model, _half(inputs, r), seed=SEED + r)[1] for r in range(WORLD)]
-    finally:
-        torch.set_num_threads(threads)
-    expected = {n: (halves[0][n] + halves[1][n]) / WORLD for n in halves[0]}
+    expected = single_process_grads(model, arch.inputs(batch=BATCH))
     for kind in ("ddp", "fsdp"):
         got = results[kind]
         assert got.keys() == expected.keys()
