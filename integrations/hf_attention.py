@@ -45,12 +45,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, kernels
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage, packed_attention
-from layers.attention import DropoutSpec
+from layers.attention import DropoutSpec, checkpoint_core
 
 from . import flash_attn
 from .functional_dropout import DropoutRoute
@@ -167,8 +166,7 @@ def packed_attention_forward(
     compiling = torch.compiler.is_compiling()
     core = partial(_eager_core, eager, module, dropout, None if compiling else route, mask_spec, dtype, scaling, kwargs)
     with route if compiling else nullcontext():
-        out = checkpoint(core, query, key, value, attention_mask, keep, use_reentrant=False,
-                         preserve_rng_state=drop.seeded)
+        out = checkpoint_core(core, query, key, value, attention_mask, keep, preserve_rng_state=drop.seeded)
     return out, None
 
 

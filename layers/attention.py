@@ -114,7 +114,31 @@ def packed_attention(
     core = partial(_core, drop, mask_spec, is_causal, scale, enable_gqa)
     # preserve_rng_state: with storage="seeded" the core draws the mask itself and the recompute
     # replays that draw from the saved generator state.
-    return checkpoint(core, query, key, value, attn_mask, keep, use_reentrant=False, preserve_rng_state=drop.seeded)
+    return checkpoint_core(core, query, key, value, attn_mask, keep, preserve_rng_state=drop.seeded)
+
+
+def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, preserve_rng_state: bool) -> torch.Tensor:
+    """``core(*args)`` under a non-reentrant checkpoint: backward recomputes it from `args`.
+
+    Inside an enclosing activation checkpoint (gradient checkpointing of the layer) the core runs
+    directly: that checkpoint already drops what the core saves, and its recompute runs the core
+    again; a checkpoint of our own would run the core a third time. The same ops run either way,
+    so results are identical.
+    """
+    if _inside_checkpoint():
+        return core(*args)
+    return checkpoint(core, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state)
+
+
+def _inside_checkpoint() -> bool:
+    """In the forward of a non-reentrant checkpoint (its saved-tensor hooks are on top), or in any
+    recompute (it runs during backward). Never while compiling: AOTAutograd decides what to save there."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._current_graph_task_id() != -1:
+        return True
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
+    return hooks is not None and "_checkpoint_hook" in getattr(hooks[0], "__qualname__", "")
 
 
 def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | None]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
 from layers import packed_attention, padding_causal_mask
@@ -196,3 +197,37 @@ def test_padding_causal_mask_rejects_non_integer_lengths() -> None:
         padding_causal_mask(None, 2.5, 4, causal=True)
     with pytest.raises(PackedBoolTypeError, match="kv_len must be an int"):
         padding_causal_mask(None, 2, True, causal=True)
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_inside_gradient_checkpointing_the_core_runs_twice_with_identical_results(
+    monkeypatch: pytest.MonkeyPatch, use_reentrant: bool
+) -> None:
+    """A checkpointed layer already recomputes its attention: the core runs in forward and in that
+    recompute only (not a third time under a checkpoint of its own), with the same results."""
+    import layers.attention as attention
+
+    runs = []
+    core = attention._core
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        runs.append(1)
+        return core(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_core", counted)
+    q, k, v = (torch.randn(2, 3, 8, 4, requires_grad=True) for _ in range(3))
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return packed_attention(q, k, v, dropout_p=0.3)
+
+    results = []
+    for outer in (False, True):
+        torch.manual_seed(0)
+        out = checkpoint(attend, q, k, v, use_reentrant=use_reentrant) if outer else attend(q, k, v)
+        out.square().sum().backward()  # reentrant checkpoints refuse autograd.grad
+        results.append((out, tuple(t.grad for t in (q, k, v))))
+        q.grad = k.grad = v.grad = None
+        assert len(runs) == 2, runs  # forward + one recompute, either way
+        runs.clear()
+    (a, grads_a), (b, grads_b) = results
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(grads_a, grads_b, strict=True))
