@@ -10,6 +10,7 @@ and a sum of two terms has one order, so the gradients agree bit for bit.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
 
 WORLD, SEED, BATCH = 2, 100, 4
+
+
+# A rank that dies or stalls makes its peer fail within this, not wait for gloo's 30-minute default.
+GLOO_TIMEOUT = timedelta(minutes=3)
 
 
 def _half(inputs: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
@@ -55,7 +60,7 @@ def _worker(rank: int, init: str, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)  # the reference runs with one thread too: same reduction order
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD, timeout=GLOO_TIMEOUT)
     arch = ARCHS["bert"]
     inputs = arch.inputs(batch=BATCH)
     results = {}
