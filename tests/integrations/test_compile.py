@@ -24,7 +24,7 @@ from bittensor_core import SavedTensorCensus, pack_saved_bools
 from layers import DropPath, HeadGate, MaskType, PackedDropout, TopKRouter, apply_mask
 from layers.options import MaskStorage
 
-from .test_distributed import BATCH, GLOO_TIMEOUT, SEED, WORLD, _half, single_process_grads
+from .test_distributed import BATCH, GLOO_TIMEOUT, SEED, WORLD, _half, exit_worker, single_process_grads
 from .tiny_models import ARCHS, VOCAB, Arch, assert_identical, loss_and_grads
 
 transformers = pytest.importorskip("transformers")
@@ -295,7 +295,7 @@ def _ddp_worker(rank: int, init: str, out: str) -> None:
     loss_and_grads(compiled, _half(HF["bert"].inputs(batch=BATCH), rank), seed=SEED + rank)
     if rank == 0:
         torch.save({n: p.grad for n, p in ddp.module.named_parameters()}, out)
-    dist.destroy_process_group()
+    exit_worker()
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ and a sum of two terms has one order, so the gradients agree bit for bit.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -80,7 +81,15 @@ def _worker(rank: int, init: str, out: str) -> None:
 
     if rank == 0:
         torch.save({"replaced": patched, **results}, out)
-    dist.destroy_process_group()
+    exit_worker()
+
+
+def exit_worker() -> None:
+    """Leave a spawned worker without interpreter teardown. Tearing down a gloo process group that
+    DDP's Reducer still references can deadlock (seen: ~ProcessGroupGloo joins a gloo thread that
+    waits for the GIL the destructor holds); the barrier keeps a peer from leaving mid-collective."""
+    dist.barrier()
+    os._exit(0)
 
 
 @pytest.mark.slow
