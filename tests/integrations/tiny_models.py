@@ -155,3 +155,18 @@ def assert_identical(a: tuple, b: tuple) -> None:
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         assert torch.equal(grads_a[name], grads_b[name]), name
+
+
+def skip_if_stock_cannot_compile(stock: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    """Skip (with the reason) when the unpatched model itself does not compile with fullgraph=True:
+    the patch cannot trace better than the model's own code (BART's layerdrop draw branches on a
+    tensor in transformers before 5.2x). Returns normally when stock compiles."""
+    import pytest
+    import transformers
+
+    torch._dynamo.reset()
+    try:
+        loss_and_grads(torch.compile(stock, fullgraph=True, backend="aot_eager"), inputs)
+    except torch._dynamo.exc.Unsupported as exc:
+        pytest.skip(f"stock {type(stock).__name__} does not compile with fullgraph=True on transformers "
+                    f"{transformers.__version__} either: {str(exc).splitlines()[0]}")
