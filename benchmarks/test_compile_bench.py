@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.experiments.probes import step_memory, synchronize
+from benchmarks.experiments.probes import step_memory, timed_step
 from benchmarks.experiments.training import random_batch, train_step
 from benchmarks.memory import saved_bytes
 from benchmarks.test_training_bench import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
@@ -48,15 +48,10 @@ def test_compiled_training_step(benchmark, variant: str) -> None:  # noqa: ANN00
     optimizer.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else None
 
-    def step() -> float:
-        loss = train_step(compiled, optimizer, batch)
-        synchronize(DEVICE)
-        return loss
-
     benchmark.group = f"compiled training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
     benchmark.extra_info.update(
         variant=variant, backend=backend, batch=batch_size, seq_len=SEQ_LEN, peak_bytes=peak,
         saved_bytes=census.total_bytes, eager_saved_bytes=eager.saved_bytes, eager_peak_bytes=eager.peak_bytes,
     )
-    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    loss = benchmark.pedantic(lambda: timed_step(compiled, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1)
     assert torch.isfinite(torch.tensor(loss))

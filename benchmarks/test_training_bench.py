@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.experiments.probes import step_memory, synchronize
+from benchmarks.experiments.probes import step_memory, timed_step
 from benchmarks.experiments.training import random_batch, train_step
 
 SEQ_LEN = 128
@@ -49,17 +49,12 @@ def test_training_step(benchmark, variant: str) -> None:  # noqa: ANN001
     train_step(model, optimizer, batch)  # creates the optimizer state: later steps are steady-state
     memory = step_memory(model, optimizer, batch, DEVICE)
 
-    def step() -> float:
-        loss = train_step(model, optimizer, batch)
-        synchronize(DEVICE)
-        return loss
-
     benchmark.group = f"training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
     benchmark.extra_info.update(
         variant=variant, batch=batch_size, seq_len=SEQ_LEN, attn_implementation=model.config._attn_implementation,
         peak_bytes=memory.peak_bytes, saved_bytes=memory.saved_bytes, mask_bytes=memory.mask_bytes,
     )
-    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    loss = benchmark.pedantic(lambda: timed_step(model, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1)
     assert torch.isfinite(torch.tensor(loss))
     if variant != "native":
         assert memory.mask_bytes > 0
