@@ -47,7 +47,7 @@ def _minilm(variant: str) -> nn.Module:
     return model
 
 
-def _measure(benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int) -> None:  # noqa: ANN001
+def _measure(benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int) -> None:
     pytest.importorskip("transformers")
     model = _minilm(variant)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -64,7 +64,7 @@ def _measure(benchmark, variant: str, batch_size: int, seq_len: int, group: str,
 
 
 @pytest.mark.parametrize("variant", ["native", "patched"])
-def test_attention_step(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_attention_step(benchmark, variant: str) -> None:
     batch_size, seq_len = (BATCH, SEQ_LEN) if benchmark.enabled else (BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED)
     group = f"attention: all-MiniLM-L6-v2 b{batch_size} s{seq_len} cpu"
     _measure(benchmark, variant, batch_size, seq_len, group, rounds=5)
@@ -72,7 +72,7 @@ def test_attention_step(benchmark, variant: str) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("seq_len", SWEEP)
 @pytest.mark.parametrize("variant", ["native", "patched"])
-def test_attention_seq_sweep(benchmark, variant: str, seq_len: int) -> None:  # noqa: ANN001
+def test_attention_seq_sweep(benchmark, variant: str, seq_len: int) -> None:
     if not benchmark.enabled and seq_len != SWEEP[0]:
         pytest.skip("--benchmark-disable: the sweep's first point only")
     _measure(benchmark, variant, 1, seq_len, f"attention sweep: all-MiniLM-L6-v2 b1 s{seq_len} cpu", rounds=1)

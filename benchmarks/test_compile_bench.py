@@ -23,7 +23,7 @@ from benchmarks.test_training_bench import BATCH, BATCH_WHEN_DISABLED, DEVICE, S
 
 
 @pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
-def test_compiled_training_step(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_compiled_training_step(benchmark, variant: str) -> None:
     pytest.importorskip("transformers")
     torch._dynamo.reset()
     batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED

@@ -38,7 +38,7 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.packed_nbytes if isinstance(t, PackedBool) else t.untyped_storage().nbytes()
 
 
-def _run(benchmark, case: str, variant: str, fn: Callable[[], torch.Tensor], *operands: torch.Tensor) -> None:  # noqa: ANN001
+def _run(benchmark, case: str, variant: str, fn: Callable[[], torch.Tensor], *operands: torch.Tensor) -> None:
     device = operands[0].device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -66,7 +66,7 @@ def _bits(variant: str) -> int:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", _variants())
-def test_pack(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_pack(benchmark, variant: str, device: str) -> None:
     mask, _ = _masks(device)
     fn = mask.clone if variant == "native" else (lambda: PackedBool(mask, bits=_bits(variant)))
     _run(benchmark, "pack", variant, fn, mask)
@@ -74,7 +74,7 @@ def test_pack(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", _variants())
-def test_unpack(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_unpack(benchmark, variant: str, device: str) -> None:
     mask, _ = _masks(device)
     if variant == "native":
         _run(benchmark, "unpack", variant, mask.clone, mask)
@@ -86,7 +86,7 @@ def test_unpack(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", _variants())
-def test_popcount(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_popcount(benchmark, variant: str, device: str) -> None:
     mask, _ = _masks(device)
     operand = mask if variant == "native" else PackedBool(mask, bits=_bits(variant))
     _run(benchmark, "popcount", variant, operand.sum, operand)
@@ -95,7 +95,7 @@ def test_popcount(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", _variants())
-def test_and(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_and(benchmark, variant: str, device: str) -> None:
     a, b = _masks(device)
     if variant != "native":
         a, b = PackedBool(a, bits=_bits(variant)), PackedBool(b, bits=_bits(variant))

@@ -36,7 +36,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DROPOUT_SHAPE = (32, 128, 1200)
 
 
-def _bench(benchmark, group: str, variant: str, forward: Callable[[], torch.Tensor], grad: torch.Tensor | None = None,  # noqa: ANN001
+def _bench(benchmark, group: str, variant: str, forward: Callable[[], torch.Tensor], grad: torch.Tensor | None = None,
            mask_bytes: int | None = None) -> None:
     """Time forward + backward of `forward()`; record saved bytes (and mask bytes if given)."""
     out, census = saved_bytes(forward)
@@ -69,7 +69,7 @@ DROPOUT_VARIANTS: dict[str, Callable[[], nn.Module]] = {
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", list(DROPOUT_VARIANTS))
-def test_dropout(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_dropout(benchmark, variant: str, device: str) -> None:
     drop = DROPOUT_VARIANTS[variant]()
     x = torch.randn(DROPOUT_SHAPE, device=device, requires_grad=True)
     n = x.numel()
@@ -91,7 +91,7 @@ BACKWARD_FORMULAS: dict[str, Callable[[torch.Tensor, PackedBool, torch.Tensor, t
 
 
 @pytest.mark.parametrize("variant", list(BACKWARD_FORMULAS))
-def test_dropout_backward_formula(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_dropout_backward_formula(benchmark, variant: str) -> None:
     gen = torch.Generator().manual_seed(0)
     grad = torch.randn(DROPOUT_SHAPE, generator=gen)
     mask = torch.rand(DROPOUT_SHAPE, generator=gen) < 0.9
@@ -115,7 +115,7 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: tor
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", ["native", "packed-1bit", "packed-1bit-fast", "seeded-fast"])
-def test_attention(benchmark, variant: str, device: str) -> None:  # noqa: ANN001
+def test_attention(benchmark, variant: str, device: str) -> None:
     b, h, s, d = ATT
     q, k, v = (torch.randn(b, h, s, d, device=device, requires_grad=True) for _ in range(3))
     keep = torch.ones(s, s, dtype=torch.bool, device=device).tril()
@@ -157,7 +157,7 @@ def gshard_moe(moe: PackedMoE, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", ["native", "packed-1bit"])
-def test_moe(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_moe(benchmark, variant: str) -> None:
     torch.manual_seed(0)
     moe = PackedMoE(HIDDEN, FFN, EXPERTS, TOP_K)
     x = torch.randn(TOKENS, HIDDEN, requires_grad=True)
@@ -180,7 +180,7 @@ def float_gate(x: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tenso
 
 @pytest.mark.parametrize("layer", ["head-gate", "drop-path"])
 @pytest.mark.parametrize("variant", ["native", "packed-1bit"])
-def test_gates(benchmark, layer: str, variant: str) -> None:  # noqa: ANN001
+def test_gates(benchmark, layer: str, variant: str) -> None:
     b, h, s, d = GATE_SHAPE
     x = torch.randn(GATE_SHAPE, requires_grad=True)
     shape = (b, h, 1, 1) if layer == "head-gate" else (b, 1, 1, 1)
@@ -206,7 +206,7 @@ def _interleaved(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str,
 
 
 @pytest.mark.parametrize("variant", [v for v in DROPOUT_VARIANTS if v != "native"])
-def test_dropout_interleaved(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_dropout_interleaved(benchmark, variant: str) -> None:
     """nn.Dropout and one PackedDropout variant alternated in one process; the ratio goes to extra_info."""
     x = torch.randn(DROPOUT_SHAPE, requires_grad=True)
     grad = torch.ones_like(x)

@@ -35,7 +35,7 @@ def tiny_bert() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
-def test_training_step(benchmark, variant: str) -> None:  # noqa: ANN001
+def test_training_step(benchmark, variant: str) -> None:
     pytest.importorskip("transformers")
     batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED
     model = tiny_bert()

@@ -205,7 +205,7 @@ class PackedBool(torch.Tensor):
 
     # ---- tensor protocol -------------------------------------------------------------------
     @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         return dispatch(func, args, kwargs or {})
 
     def __tensor_flatten__(self) -> tuple[list[str], tuple]:
@@ -213,7 +213,7 @@ class PackedBool(torch.Tensor):
         return ["_packed"], (tuple(self.shape), self._bits, self._unpack_mode)
 
     @staticmethod
-    def __tensor_unflatten__(inner: dict, meta: tuple, outer_size, outer_stride):  # noqa: ANN001, ANN205
+    def __tensor_unflatten__(inner: dict, meta: tuple, outer_size, outer_stride):
         shape, bits, unpack = meta
         return PackedBool.from_packed(inner["_packed"], outer_size, bits=bits, unpack=unpack)
 
@@ -222,7 +222,7 @@ class PackedBool(torch.Tensor):
         p = self._packed
         return f"PackedBool|{tuple(self.shape)}|{self._bits}|{self._unpack_mode}|{p.device.type}|{p.stride()}"
 
-    def __reduce_ex__(self, protocol: int):  # noqa: ANN204
+    def __reduce_ex__(self, protocol: int):
         from .serialization import reduce_packed_bool
 
         return reduce_packed_bool(self)
@@ -245,7 +245,7 @@ class PackedBool(torch.Tensor):
         plain[index] = value.unpack() if isinstance(value, PackedBool) else value
         self._store(plain)
 
-    def numpy(self, *, force: bool = False):  # noqa: ANN201
+    def numpy(self, *, force: bool = False):
         return self.unpack(fresh=True).numpy(force=force)
 
     def tolist(self) -> Any:

@@ -24,7 +24,7 @@ def _crc(packed: torch.Tensor, shape: tuple[int, ...], bits: int, unpack: str) -
     return zlib.crc32(packed.detach().cpu().contiguous().numpy().tobytes(), meta)
 
 
-def reduce_packed_bool(pb) -> tuple:  # noqa: ANN001
+def reduce_packed_bool(pb) -> tuple:
     """`__reduce_ex__` payload of a PackedBool (storage trimmed to exactly its own bytes)."""
     packed = pb.packed.contiguous()
     if packed.storage_offset() or packed.untyped_storage().nbytes() != packed.numel():
@@ -40,7 +40,7 @@ def _is_int(x: object) -> bool:
 
 def rebuild_packed_bool(
     packed: torch.Tensor, shape: tuple[int, ...], bits: int, unpack: str, crc: int
-):  # noqa: ANN201
+):
     """Inverse of `reduce_packed_bool`; validates the payload before trusting it."""
     from .packed_bool import PackedBool
 

@@ -45,7 +45,7 @@ class DropoutRoute(TorchFunctionMode):
         super().__init__()
         self.drop = drop
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func not in FUNCTIONS:
             return func(*args, **kwargs)

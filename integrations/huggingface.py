@@ -280,7 +280,7 @@ def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
     alone (a recompute would update the cache twice)."""
     from torch.utils.checkpoint import checkpoint
 
-    def wrap(forward):  # noqa: ANN001, ANN202
+    def wrap(forward):
         def run(*args: Any, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return forward(*args, **kwargs)

@@ -42,7 +42,7 @@ def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
 
 
 @implements(*_BYTE_OP)
-def binary(func, args, kwargs):  # noqa: ANN001, ANN201
+def binary(func, args, kwargs):
     a, b = args[:2]
     if not _same_layout(a, b):
         return NotImplemented
@@ -53,7 +53,7 @@ def binary(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(*_IN_PLACE)
-def binary_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
+def binary_in_place(func, args, kwargs):
     a, b = args[:2]
     if not _same_layout(a, b):
         return NotImplemented
@@ -63,13 +63,13 @@ def binary_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.bitwise_not.default, aten.logical_not.default)
-def invert(func, args, kwargs):  # noqa: ANN001, ANN201
+def invert(func, args, kwargs):
     (a,) = args
     return _like(a, a.packed ^ a._row_ones())
 
 
 @implements(aten.bitwise_not_.default, aten.logical_not_.default)
-def invert_in_place(func, args, kwargs):  # noqa: ANN001, ANN201
+def invert_in_place(func, args, kwargs):
     (a,) = args
     a.packed.bitwise_xor_(a._row_ones())
     a._wrote()

@@ -20,7 +20,7 @@ _FORMATS = (None, torch.preserve_format, torch.contiguous_format)
 
 
 @implements(aten.clone.default)
-def clone(func, args, kwargs):  # noqa: ANN001, ANN201
+def clone(func, args, kwargs):
     memory_format = kwargs.get("memory_format")
     if memory_format not in _FORMATS:
         return NotImplemented
@@ -28,12 +28,12 @@ def clone(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.detach.default, aten.alias.default)
-def alias(func, args, kwargs):  # noqa: ANN001, ANN201
+def alias(func, args, kwargs):
     return args[0]._alias(args[0].packed, args[0].shape)
 
 
 @implements(aten._to_copy.default)
-def to_copy(func, args, kwargs):  # noqa: ANN001, ANN201
+def to_copy(func, args, kwargs):
     pb: PackedBool = args[0]
     memory_format = kwargs.get("memory_format")
     if (kwargs.get("dtype") not in (None, torch.bool) or kwargs.get("layout") not in (None, torch.strided)
@@ -48,7 +48,7 @@ def to_copy(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.copy_.default)
-def copy_(func, args, kwargs):  # noqa: ANN001, ANN201
+def copy_(func, args, kwargs):
     dst, src = args[:2]
     if not isinstance(dst, PackedBool):
         return NotImplemented

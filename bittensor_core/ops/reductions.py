@@ -17,7 +17,7 @@ def _whole_tensor(args: tuple, kwargs: dict) -> bool:
 
 
 @implements(aten.sum.default, aten.sum.dim_IntList, aten.count_nonzero.default)
-def count(func, args, kwargs):  # noqa: ANN001, ANN201
+def count(func, args, kwargs):
     pb: PackedBool = args[0]
     if func is not aten.sum.default and not _whole_tensor(args, kwargs):
         return NotImplemented
@@ -29,11 +29,11 @@ def count(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.any.default)
-def any_set(func, args, kwargs):  # noqa: ANN001, ANN201
+def any_set(func, args, kwargs):
     return args[0].packed.any().to(torch.bool)
 
 
 @implements(aten.all.default)
-def all_set(func, args, kwargs):  # noqa: ANN001, ANN201
+def all_set(func, args, kwargs):
     pb: PackedBool = args[0]
     return (pb.packed == pb._row_ones()).all()

@@ -34,7 +34,7 @@ def _leading(dim: int, ndim: int) -> bool:
     return ndim >= 1 and -ndim <= dim < ndim and dim % ndim != ndim - 1
 
 
-def _on_storage(func, pb: PackedBool, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
+def _on_storage(func, pb: PackedBool, args: tuple, kwargs: dict) -> object:
     return _wrap(pb, func(pb.packed, *args[1:], **kwargs))
 
 
@@ -46,7 +46,7 @@ def _dim_arg(args: tuple, kwargs: dict, position: int, default: int = 0) -> int:
     aten.select.int, aten.slice.Tensor, aten.narrow.default, aten.split.Tensor,
     aten.split_with_sizes.default, aten.unbind.int,
 )
-def along_dim(func, args, kwargs):  # noqa: ANN001, ANN201
+def along_dim(func, args, kwargs):
     """Ops whose dim is the argument after `self` (select/slice default it to 0)."""
     pb = args[0]
     position = 2 if func in (aten.split.Tensor, aten.split_with_sizes.default) else 1
@@ -56,7 +56,7 @@ def along_dim(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.transpose.int)
-def transpose(func, args, kwargs):  # noqa: ANN001, ANN201
+def transpose(func, args, kwargs):
     pb, d0, d1 = args
     if not (_leading(d0, pb.dim()) and _leading(d1, pb.dim())):
         return NotImplemented
@@ -64,7 +64,7 @@ def transpose(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.permute.default)
-def permute(func, args, kwargs):  # noqa: ANN001, ANN201
+def permute(func, args, kwargs):
     pb, dims = args
     if pb.dim() == 0 or dims[-1] % pb.dim() != pb.dim() - 1:
         return NotImplemented
@@ -72,7 +72,7 @@ def permute(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.unsqueeze.default)
-def unsqueeze(func, args, kwargs):  # noqa: ANN001, ANN201
+def unsqueeze(func, args, kwargs):
     pb, dim = args
     if not _leading(dim, pb.dim() + 1):
         return NotImplemented
@@ -80,7 +80,7 @@ def unsqueeze(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)
-def squeeze(func, args, kwargs):  # noqa: ANN001, ANN201
+def squeeze(func, args, kwargs):
     pb = args[0]
     ndim = pb.dim()
     dims = range(ndim) if len(args) == 1 else ([args[1]] if isinstance(args[1], int) else args[1])
@@ -99,7 +99,7 @@ def _keeps_last(pb: PackedBool, size: Sequence[int]) -> list[int] | None:
 
 
 @implements(aten.view.default, aten._unsafe_view.default)
-def view(func, args, kwargs):  # noqa: ANN001, ANN201
+def view(func, args, kwargs):
     pb, size = args
     new = _keeps_last(pb, size)
     if new is None:
@@ -110,7 +110,7 @@ def view(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.expand.default)
-def expand(func, args, kwargs):  # noqa: ANN001, ANN201
+def expand(func, args, kwargs):
     pb, size = args[:2]
     if pb.dim() == 0 or len(size) == 0 or size[-1] not in (-1, pb.shape[-1]):
         return NotImplemented
@@ -118,7 +118,7 @@ def expand(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.index.Tensor)
-def index(func, args, kwargs):  # noqa: ANN001, ANN201
+def index(func, args, kwargs):
     pb, indices = args
     plain = [i.unpack() if isinstance(i, PackedBool) else i for i in indices]
     covered = sum(1 if i is None or i.dtype != torch.bool else i.dim() for i in plain)
@@ -136,7 +136,7 @@ def _stackable(tensors: Sequence[object]) -> bool:
 
 
 @implements(aten.cat.default)
-def cat(func, args, kwargs):  # noqa: ANN001, ANN201
+def cat(func, args, kwargs):
     tensors, dim = args[0], _dim_arg(args, kwargs, 1)
     if not _stackable(tensors) or not _leading(dim, tensors[0].dim()):
         return NotImplemented
@@ -144,7 +144,7 @@ def cat(func, args, kwargs):  # noqa: ANN001, ANN201
 
 
 @implements(aten.stack.default)
-def stack(func, args, kwargs):  # noqa: ANN001, ANN201
+def stack(func, args, kwargs):
     tensors, dim = args[0], _dim_arg(args, kwargs, 1)
     if not _stackable(tensors) or not _leading(dim, tensors[0].dim() + 1):
         return NotImplemented

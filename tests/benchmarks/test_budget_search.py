@@ -17,7 +17,7 @@ CONSTANT_TABLES = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def measured_peak(tiny_model_dir):  # noqa: ANN001, ANN201
+def measured_peak(tiny_model_dir):
     """peak_of(batch): the real peak of one tracked training step at seq 64."""
     torch.manual_seed(0)
     model = model_from_config(str(tiny_model_dir), max_positions=128).train()
@@ -33,7 +33,7 @@ def measured_peak(tiny_model_dir):  # noqa: ANN001, ANN201
     return peak_of
 
 
-def test_search_on_real_steps_brackets_the_budget(measured_peak) -> None:  # noqa: ANN001
+def test_search_on_real_steps_brackets_the_budget(measured_peak) -> None:
     budget = measured_peak(40)
     search = largest_fitting(measured_peak, budget, 1, 256)
     assert search.best is not None and search.best >= 40 and not search.capped
@@ -45,7 +45,7 @@ def test_search_on_real_steps_brackets_the_budget(measured_peak) -> None:  # noq
     assert measured_peak(search.best) == fits and measured_peak(search.best + 1) == over
 
 
-def test_search_edges_on_real_steps(measured_peak) -> None:  # noqa: ANN001
+def test_search_edges_on_real_steps(measured_peak) -> None:
     small = measured_peak(1)
     nothing = largest_fitting(measured_peak, small - 1, 1, 64)
     assert nothing.best is None and len(nothing.probes) == 1

@@ -22,13 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory, exp1_small: dict[str, Any], exp2_small: dict[str, Any]):  # noqa: ANN201
+def written(tmp_path_factory: pytest.TempPathFactory, exp1_small: dict[str, Any], exp2_small: dict[str, Any]):
     results = {"wall_s": {"exp-1": 1.0, "exp-2": 2.0}, "exp-1": exp1_small, "exp-2": exp2_small}
     out = tmp_path_factory.mktemp("report")
     return results, write_report(results, out, command="python -m benchmarks.experiments --test")
 
 
-def test_files_are_written(written) -> None:  # noqa: ANN001
+def test_files_are_written(written) -> None:
     results, report = written
     out = report.parent
     for name in PLOTS:
@@ -46,7 +46,7 @@ def test_files_are_written(written) -> None:  # noqa: ANN001
     assert len(probes) == sum(len(r["probes"]) for by in results["exp-2"]["search"].values() for r in by.values())
 
 
-def test_report_states_every_verdict_and_embeds_the_plots(written) -> None:  # noqa: ANN001
+def test_report_states_every_verdict_and_embeds_the_plots(written) -> None:
     results, report = written
     text = report.read_text()
     assert "`python -m benchmarks.experiments --test`" in text
@@ -61,7 +61,7 @@ def test_report_states_every_verdict_and_embeds_the_plots(written) -> None:  # n
     assert "Run time: exp-1 0.0 min, exp-2 0.0 min" in text
 
 
-def test_command_line_runs_exp2_quick_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_command_line_runs_exp2_quick_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     budget = exp2_settings(tiny_model_dir).budget_mb
     out = tmp_path / "cli"
     argv = ["exp-2", "--quick", "--model", str(tiny_model_dir), "--seq-lens", "64,128", "--budget-mb", f"{budget}",

@@ -33,7 +33,7 @@ def test_plain_tensor_indexed_by_a_packed_mask() -> None:
              lambda t: t[1:3].transpose(0, 1).to(memory_format=torch.contiguous_format),
              lambda t: t[::2].clone()],
 )
-def test_copies_and_views_of_views_alias_as_in_torch(make, mode: str) -> None:  # noqa: ANN001
+def test_copies_and_views_of_views_alias_as_in_torch(make, mode: str) -> None:
     m = torch.zeros(4, 3, 8, dtype=torch.bool)
     pb = PackedBool(m, unpack=mode)
     pb.unpack()
@@ -126,7 +126,7 @@ def test_out_lists_are_written_back(mode: str) -> None:
     "op", [lambda t: t.squeeze_(), lambda t: t.unsqueeze_(0), lambda t: t.t_(),
            lambda t: t.transpose_(0, 1), lambda t: t.resize_(2), lambda t: t.as_strided_((1,), (1,))],
 )
-def test_shape_changing_in_place_ops_are_refused(op) -> None:  # noqa: ANN001
+def test_shape_changing_in_place_ops_are_refused(op) -> None:
     m = torch.ones(1, 2, dtype=torch.bool)
     pb = PackedBool(m)
     with pytest.raises(PackedBoolError, match=r"aten\.\w+_.*in place"):

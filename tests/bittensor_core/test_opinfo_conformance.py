@@ -54,7 +54,7 @@ def _packed(tree: object, bits: int, mode: str) -> object:
     return tree_map(wrap, _clone(tree))
 
 
-def _run(fn, *args, **kwargs) -> tuple[object, Exception | None]:  # noqa: ANN001
+def _run(fn, *args, **kwargs) -> tuple[object, Exception | None]:
     torch.manual_seed(0)  # random ops draw the same numbers on both sides
     try:
         return fn(*args, **kwargs), None
@@ -102,7 +102,7 @@ def _overlaps(view: torch.Tensor) -> bool:
     return addresses.unique().numel() < addresses.numel()
 
 
-def _check(name: str, fn, args: tuple, kwargs: dict, config: tuple[int, str], uninit: bool) -> None:  # noqa: ANN001
+def _check(name: str, fn, args: tuple, kwargs: dict, config: tuple[int, str], uninit: bool) -> None:
     plain = _clone((args, kwargs))
     expected, plain_error = _run(fn, *plain[0], **plain[1])
     packed = _packed((args, kwargs), *config)

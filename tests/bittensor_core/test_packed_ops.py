@@ -33,7 +33,7 @@ def _packed_equal(result: object, expected: torch.Tensor) -> None:
 @settings(max_examples=40, deadline=None)
 @given(shape=st.lists(st.integers(0, 13), max_size=3).map(tuple), seed=st.integers(0, 999),
        bits=st.sampled_from(WIDTHS), op=st.sampled_from(BINARY))
-def test_binary_ops_stay_packed(shape: tuple[int, ...], seed: int, bits: int, op) -> None:  # noqa: ANN001
+def test_binary_ops_stay_packed(shape: tuple[int, ...], seed: int, bits: int, op) -> None:
     m, n = _pair(shape, seed)
     _packed_equal(op(PackedBool(m, bits=bits), PackedBool(n, bits=bits)), op(m, n))
 
@@ -41,7 +41,7 @@ def test_binary_ops_stay_packed(shape: tuple[int, ...], seed: int, bits: int, op
 @settings(max_examples=30, deadline=None)
 @given(shape=nonempty_shapes, seed=st.integers(0, 999), bits=st.sampled_from(WIDTHS),
        op=st.sampled_from(IN_PLACE), mode=st.sampled_from(MODES))
-def test_in_place_binary_ops(shape: tuple[int, ...], seed: int, bits: int, op, mode: str) -> None:  # noqa: ANN001
+def test_in_place_binary_ops(shape: tuple[int, ...], seed: int, bits: int, op, mode: str) -> None:
     m, n = _pair(shape, seed)
     a = PackedBool(m, bits=bits, unpack=mode)
     a.unpack()  # fill the cache in cached mode: the op must invalidate it

@@ -98,7 +98,7 @@ def test_stride_zero_storage_is_rejected_before_it_is_read(rows: int) -> None:
 
 
 @pytest.mark.parametrize("make", [lambda t: t[::2], lambda t: t[1:], lambda t: t.t().contiguous().t()])
-def test_storage_that_is_not_exactly_its_bytes_is_rejected(make) -> None:  # noqa: ANN001
+def test_storage_that_is_not_exactly_its_bytes_is_rejected(make) -> None:
     big = PackedBool(torch.rand(8, 16) < 0.5).packed
     packed = make(big)
     shape = (packed.shape[0], 8 * packed.shape[1])

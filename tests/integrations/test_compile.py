@@ -41,13 +41,13 @@ def _fresh_dynamo():
 class RowGate(MaskType):
     """A user mask type written against the `Mask` interface: zero whole rows, no rescale."""
 
-    def sample(self, x: torch.Tensor, draw) -> torch.Tensor:  # noqa: ANN001
+    def sample(self, x: torch.Tensor, draw) -> torch.Tensor:
         return draw((x.shape[0], x.shape[1], 1), 0.7)
 
-    def apply(self, mask, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def apply(self, mask, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         return x * mask.unpack()
 
-    def grad(self, mask, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor]:  # noqa: ANN001
+    def grad(self, mask, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor]:
         return (grad_out * mask.unpack(),)
 
 

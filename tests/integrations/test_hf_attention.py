@@ -96,7 +96,7 @@ def _keep(q_len: int, kv_len: int) -> torch.Tensor:
     return keep
 
 
-def _run(fn, module, q, k, v, mask, dropout, **kwargs):  # noqa: ANN001, ANN201
+def _run(fn, module, q, k, v, mask, dropout, **kwargs):
     torch.manual_seed(7)
     out, weights = fn(module, q, k, v, mask, dropout=dropout, scaling=0.3, **kwargs)
     return out, torch.autograd.grad(out.square().sum(), (q, k, v)), torch.get_rng_state(), weights

@@ -71,7 +71,7 @@ def test_bf16_autocast_is_bit_identical(name: str, impl: str) -> None:
         assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
 
 
-def _census_before_after(reference, inputs):  # noqa: ANN001, ANN202
+def _census_before_after(reference, inputs):
     """Saved-tensor censuses of one step of `reference` and of a patched deep copy of it."""
     patched = copy.deepcopy(reference)
     patch_model(patched)

@@ -19,7 +19,7 @@ def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.detach().contiguous().view(as_int), b.detach().contiguous().view(as_int))
 
 
-def saved_bytes(fn, *args, **kwargs) -> tuple[torch.Tensor, SavedTensorCensus]:  # noqa: ANN001
+def saved_bytes(fn, *args, **kwargs) -> tuple[torch.Tensor, SavedTensorCensus]:
     """Run fn under a SavedTensorCensus; return its output and the census."""
     with SavedTensorCensus() as census:
         out = fn(*args, **kwargs)

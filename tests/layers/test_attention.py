@@ -29,7 +29,7 @@ def keep_mask() -> torch.Tensor:
     return keep
 
 
-def step(fn, q, k, v, seed: int = 5, **kwargs):  # noqa: ANN001, ANN201
+def step(fn, q, k, v, seed: int = 5, **kwargs):
     """Output, gradients and the generator state after one forward/backward from `seed`."""
     torch.manual_seed(seed)
     out = fn(q, k, v, **kwargs)
@@ -96,7 +96,7 @@ def test_fast_sampler_backward_replays_the_forward_mask(storage: str) -> None:
     q, k, v = qkv()
     got = step(packed_attention, q, k, v, dropout_p=0.3, sampler="fast", storage=storage)
 
-    def plain(q, k, v, dropout_p):  # noqa: ANN001, ANN202
+    def plain(q, k, v, dropout_p):
         spec = DropoutSpec(dropout_p, (B, H, SQ, SK), 1, "fast", seeded=False)
         return sdpa_math(q, k, v, None, spec.dropout(spec.draw(q)))
 
@@ -109,7 +109,7 @@ def test_grouped_query_attention_matches_sdpa() -> None:
                 step(packed_attention, q, k, v, dropout_p=0.2, enable_gqa=True))
 
 
-def _retained(fn) -> tuple[torch.Tensor, int]:  # noqa: ANN001
+def _retained(fn) -> tuple[torch.Tensor, int]:
     """fn()'s output and the bytes created during fn that are still alive after it (output included):
     what the autograd graph keeps for backward."""
     tracker = MemTracker()

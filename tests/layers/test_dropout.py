@@ -173,7 +173,7 @@ def test_fast_sampler_gradient_uses_its_mask() -> None:
 def test_training_200_steps_equals_nn_dropout() -> None:
     """Same seed, same data: losses and parameters torch.equal after 200 Adam steps."""
 
-    def train(make_drop) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # noqa: ANN001
+    def train(make_drop) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         torch.manual_seed(0)
         model = nn.Sequential(
             nn.Linear(20, 64), make_drop(0.1), nn.GELU(), nn.Linear(64, 64), make_drop(0.3), nn.Tanh(),

@@ -25,7 +25,7 @@ from layers import (
 from .helpers import bits_equal, leaf
 
 
-def seeded(fn, seed: int = 0):  # noqa: ANN001, ANN201
+def seeded(fn, seed: int = 0):
     """fn with torch's generator reset before every call (gradcheck calls it many times)."""
 
     def call(*args: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class Block(nn.Module):
         return x + self.path(self.drop(self.proj(att.transpose(1, 2).reshape(b, s, 16))))
 
 
-def loss_and_grads(model: nn.Module, x: torch.Tensor, wrap=None) -> tuple[torch.Tensor, list]:  # noqa: ANN001
+def loss_and_grads(model: nn.Module, x: torch.Tensor, wrap=None) -> tuple[torch.Tensor, list]:
     model.zero_grad()
     x = x.detach().clone().requires_grad_()
     torch.manual_seed(11)

@@ -47,7 +47,7 @@ def test_seeded_backward_mask_is_the_forward_mask_while_another_thread_draws() -
         lambda: drop_path(torch.randn(3), float("nan"), training=True),
     ],
 )
-def test_nan_probability_raises_dropouts_error(make) -> None:  # noqa: ANN001
+def test_nan_probability_raises_dropouts_error(make) -> None:
     with pytest.raises(ValueError, match="probability has to be between 0 and 1, but got nan"):
         make()
 
@@ -56,7 +56,7 @@ def test_nan_probability_raises_dropouts_error(make) -> None:  # noqa: ANN001
     "make",
     [lambda: HeadGate(True), lambda: TopKRouter(8, 4, True), lambda: TopKRouter(8, True, 1), lambda: PackedMoE(8, 8, 4, True)],
 )
-def test_bool_counts_are_rejected(make) -> None:  # noqa: ANN001
+def test_bool_counts_are_rejected(make) -> None:
     with pytest.raises(PackedBoolValueError, match=r"=True must be a positive int, got bool"):
         make()
 
