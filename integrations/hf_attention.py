@@ -53,41 +53,19 @@ from layers.attention import DropoutSpec, checkpoint_core
 
 from . import flash_attn
 from .functional_dropout import DropoutRoute
+from .hf_registry import DEFAULT, register, registry_name  # noqa: F401 (hf_moe imports it from here; to go)
 
-NAME = "packedbool"
-DEFAULT = MaskStorage()
 REFERENCES = ("sdpa", "eager")
 
 
-def registry_name(options: MaskStorage, *, flash: bool = True, reference: str = "sdpa") -> str:
-    """The transformers registry name for these options: ``"packedbool"`` for the defaults, else
-    with a suffix (shared by the attention, mask and experts registries).
-
-    The suffix never contains "sdpa", "flash" or "flex": transformers reads those substrings.
-
-    Example:
-        >>> registry_name(MaskStorage()), registry_name(MaskStorage(bits=4, unpack="cached"), reference="eager")
-        ('packedbool', 'packedbool-b4-cached-eager')
-    """
-    parts = [] if options.bits == 1 else [f"b{options.bits}"]
-    parts += [] if options.unpack == "lazy" else [options.unpack]
-    parts += [] if options.storage == "packed" else [options.storage]
-    parts += [] if options.sampler == "exact" else [options.sampler]
-    parts += [] if flash else ["nofa"]
-    parts += [] if reference == "sdpa" else [reference]
-    return "-".join([NAME, *parts])
-
-
 def register_attention(options: MaskStorage = DEFAULT, *, flash: bool = True, reference: str = "sdpa") -> str:
-    """Register the attention and mask functions for `options` and `reference` (idempotent); return their name."""
+    """Register the attention and mask functions for `options` and `reference` (idempotent); return
+    their name, `hf_registry.registry_name` of the three."""
     from transformers import AttentionInterface, AttentionMaskInterface
 
     if reference not in REFERENCES:
         raise PackedBoolValueError(f"reference={reference!r}: packed attention reproduces only {REFERENCES}.")
-    name = registry_name(options, flash=flash, reference=reference)
-    AttentionInterface.register(
-        name, partial(packed_attention_forward, options=options, flash=flash, reference=reference)
-    )
+    name = register(AttentionInterface, options, packed_attention_forward, flash=flash, reference=reference)
     AttentionMaskInterface.register(name, partial(packed_mask, options=options, reference=reference))
     return name
 

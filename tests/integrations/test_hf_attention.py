@@ -27,8 +27,8 @@ from integrations.hf_attention import (  # noqa: E402
     packed_attention_forward,
     packed_mask,
     register_attention,
-    registry_name,
 )
+from integrations.hf_registry import registry_name  # noqa: E402
 
 
 class _Attention(nn.Module):
