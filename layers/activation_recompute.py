@@ -11,7 +11,7 @@ bit-identical and one (B, S, 4H) float per MLP is not kept. torch.compile's part
 same trade for cheap pointwise ops, so compiled code is left alone.
 
 Only activations whose autograd node keeps its input, not its output, qualify (checked on the node
-each call: ``GeluBackward0``, ``SiluBackward0``); others (ReLU keeps its output, tanh-GELU written
+each call: GELU, SiLU, Mish, Hardswish, LeakyReLU); others (ReLU keeps its output, tanh-GELU written
 in Python keeps intermediates) run unchanged. Inside an activation checkpoint or a recompute nothing
 is recorded (the checkpoint already drops the output). A recipe is refused when the output was
 modified in place before an op saved it, and backward raises, as autograd does, when the input was
@@ -40,7 +40,9 @@ from .attention import _inside_checkpoint as inside_checkpoint
 __all__ = ["RecomputedActivation", "recompute_scope"]
 
 # Autograd nodes that keep the activation's input (`self`) and nothing derived from its output.
-_KEEPS_INPUT_ONLY = frozenset({"GeluBackward0", "SiluBackward0"})
+_KEEPS_INPUT_ONLY = frozenset(
+    {"GeluBackward0", "SiluBackward0", "MishBackward0", "HardswishBackward0", "LeakyReluBackward0"}
+)
 _active = threading.local()  # the innermost active scope of this thread (saved-tensor hooks are per thread)
 
 

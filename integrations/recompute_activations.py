@@ -1,0 +1,69 @@
+"""Put `layers.RecomputedActivation` on a model's activation modules, and its scope on the model's forward.
+
+Every parameter-free leaf module from ``torch.nn.modules.activation`` or ``transformers.activations``
+is wrapped; the wrapper itself checks, call by call, that the activation's autograd node keeps only
+its input (GELU, SiLU, ...), so wrapping one that does not (ReLU, GPT-2's tanh GELU written in
+Python) changes nothing. `during_forward` enters a context manager from a forward pre-hook on the
+model and leaves it from a forward hook: active exactly while the model runs forward.
+
+Example:
+    >>> swaps = wrap_activations(model)
+    >>> handles = during_forward(model, recompute_scope)
+    >>> ...
+    >>> unwrap_activations(swaps); [h.remove() for h in handles]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from layers.activation_recompute import RecomputedActivation
+
+__all__ = ["during_forward", "unwrap_activations", "wrap_activations"]
+
+_ACTIVATION_MODULES = ("torch.nn.modules.activation", "transformers.activations")
+Swap = tuple[nn.Module, str, nn.Module]  # (parent, attribute, original activation)
+
+
+def _is_activation(module: nn.Module) -> bool:
+    is_leaf = next(module.children(), None) is None and next(module.parameters(), None) is None
+    return is_leaf and type(module).__module__ in _ACTIVATION_MODULES
+
+
+def wrap_activations(model: nn.Module, skip: Callable[[str], bool] = lambda name: False) -> list[Swap]:
+    """Wrap every activation module of `model` (qualified names for which `skip` is false) in a
+    `RecomputedActivation`; return what `unwrap_activations` needs to undo it."""
+    swaps = []
+    for parent_name, parent in list(model.named_modules()):
+        for attr, child in list(parent.named_children()):
+            name = f"{parent_name}.{attr}" if parent_name else attr
+            if _is_activation(child) and not skip(name):
+                setattr(parent, attr, RecomputedActivation(child))
+                swaps.append((parent, attr, child))
+    return swaps
+
+
+def unwrap_activations(swaps: list[Swap]) -> None:
+    """Put the original activation modules back."""
+    for parent, attr, original in swaps:
+        setattr(parent, attr, original)
+
+
+def during_forward(model: nn.Module, context: Callable[[], AbstractContextManager]) -> list[RemovableHandle]:
+    """Enter ``context()`` whenever `model` starts forward and leave it when forward ends (also on
+    error); returns the two hook handles (``remove()`` both to stop)."""
+    active: list[AbstractContextManager] = []
+
+    def enter(module: nn.Module, args: Any) -> None:
+        active.append(context())
+        active[-1].__enter__()
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        active.pop().__exit__(None, None, None)
+
+    return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
