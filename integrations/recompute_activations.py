@@ -8,7 +8,7 @@ model and leaves it from a forward hook: active exactly while the model runs for
 
 Example:
     >>> swaps = wrap_activations(model)
-    >>> handles = during_forward(model, recompute_scope)
+    >>> handles = during_forward(model, recompute_scope, eager_only=True)
     >>> ...
     >>> unwrap_activations(swaps); [h.remove() for h in handles]
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -54,16 +55,21 @@ def unwrap_activations(swaps: list[Swap]) -> None:
         setattr(parent, attr, original)
 
 
-def during_forward(model: nn.Module, context: Callable[[], AbstractContextManager]) -> list[RemovableHandle]:
+def during_forward(
+    model: nn.Module, context: Callable[[], AbstractContextManager], *, eager_only: bool = False
+) -> list[RemovableHandle]:
     """Enter ``context()`` whenever `model` starts forward and leave it when forward ends (also on
-    error); returns the two hook handles (``remove()`` both to stop)."""
+    error); with `eager_only`, not while compiling (dynamo cannot trace ``__enter__`` of an arbitrary
+    context manager). Returns the two hook handles (``remove()`` both to stop)."""
     active: list[AbstractContextManager] = []
 
     def enter(module: nn.Module, args: Any) -> None:
-        active.append(context())
-        active[-1].__enter__()
+        if not (eager_only and torch.compiler.is_compiling()):
+            active.append(context())
+            active[-1].__enter__()
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:
-        active.pop().__exit__(None, None, None)
+        if not (eager_only and torch.compiler.is_compiling()):
+            active.pop().__exit__(None, None, None)
 
     return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]

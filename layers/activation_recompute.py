@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -135,18 +135,17 @@ class _Scope(torch.autograd.graph.saved_tensors_hooks):
         super().__exit__(*exc)
 
 
-@contextmanager
-def recompute_scope() -> Iterator[None]:
-    """While active, outputs of `RecomputedActivation` modules are kept as recipes, not tensors.
+def recompute_scope() -> AbstractContextManager:
+    """A context manager: while active, outputs of `RecomputedActivation` modules are kept as
+    recipes, not tensors.
 
     Composes with enclosing saved-tensor hooks (e.g. ``pack_saved_bools``): every other saved
-    tensor goes to them. Does nothing while compiling.
+    tensor goes to them. A no-op while compiling (the partitioner decides what is kept) and inside
+    an activation checkpoint (it already drops the output).
     """
-    if torch.compiler.is_compiling() or inside_checkpoint():  # the checkpoint already drops the output
-        yield
-        return
-    with _Scope():
-        yield
+    if torch.compiler.is_compiling() or inside_checkpoint():
+        return nullcontext()
+    return _Scope()
 
 
 class RecomputedActivation(nn.Module):

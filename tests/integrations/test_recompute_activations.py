@@ -43,7 +43,7 @@ def test_identical_to_stock_and_keeps_less(name: str) -> None:
     inputs = arch.inputs(BATCH, SEQ)
     stock, model = arch.model(), arch.model()
     swaps = wrap_activations(model)
-    handles = during_forward(model, recompute_scope)
+    handles = during_forward(model, recompute_scope, eager_only=True)
     assert swaps and all(isinstance(getattr(parent, attr), RecomputedActivation) for parent, attr, _ in swaps)
     for _ in range(2):
         assert_identical(loss_and_grads(stock, inputs), loss_and_grads(model, inputs))
@@ -61,3 +61,15 @@ def test_skip_leaves_named_activations_alone() -> None:
     swaps = wrap_activations(model, skip=lambda name: ".layer.0." in name)
     names = {name for name, m in model.named_modules() if isinstance(m, RecomputedActivation)}
     assert names and not any(".layer.0." in n for n in names) and len(swaps) == len(names)
+
+
+def test_compiles_fullgraph_and_leaves_the_choice_to_the_partitioner() -> None:
+    arch = ARCHS["bert"]
+    inputs = arch.inputs(BATCH, SEQ)
+    model = arch.model()
+    wrap_activations(model)
+    during_forward(model, recompute_scope, eager_only=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert_identical(loss_and_grads(compiled, inputs), loss_and_grads(model, inputs))
+    assert torch._dynamo.explain(model)(**inputs).graph_break_count == 0
