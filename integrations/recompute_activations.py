@@ -7,10 +7,10 @@ Python) changes nothing. `during_forward` enters a context manager from a forwar
 model and leaves it from a forward hook: active exactly while the model runs forward.
 
 Example:
-    >>> swaps = wrap_activations(model)
+    >>> originals = wrap_activations(model)
     >>> handles = during_forward(model, recompute_scope, eager_only=True)
     >>> ...
-    >>> unwrap_activations(swaps); [h.remove() for h in handles]
+    >>> unwrap_activations(model, originals); [h.remove() for h in handles]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from layers.activation_recompute import RecomputedActivation
 __all__ = ["during_forward", "unwrap_activations", "wrap_activations"]
 
 _ACTIVATION_MODULES = ("torch.nn.modules.activation", "transformers.activations")
-Swap = tuple[nn.Module, str, nn.Module]  # (parent, attribute, original activation)
 
 
 def _is_activation(module: nn.Module) -> bool:
@@ -36,23 +35,22 @@ def _is_activation(module: nn.Module) -> bool:
     return is_leaf and type(module).__module__ in _ACTIVATION_MODULES
 
 
-def wrap_activations(model: nn.Module, skip: Callable[[str], bool] = lambda name: False) -> list[Swap]:
-    """Wrap every activation module of `model` (qualified names for which `skip` is false) in a
-    `RecomputedActivation`; return what `unwrap_activations` needs to undo it."""
-    swaps = []
-    for parent_name, parent in list(model.named_modules()):
-        for attr, child in list(parent.named_children()):
-            name = f"{parent_name}.{attr}" if parent_name else attr
-            if _is_activation(child) and not skip(name):
-                setattr(parent, attr, RecomputedActivation(child))
-                swaps.append((parent, attr, child))
-    return swaps
+def wrap_activations(model: nn.Module, skip: Callable[[str], bool] = lambda path: False) -> dict[str, nn.Module]:
+    """Wrap every activation module of `model` (at module paths for which `skip` is false) in a
+    `RecomputedActivation`; return ``{path: original}`` for `unwrap_activations`."""
+    originals = {}
+    inside_wrappers = {id(m.act) for m in model.modules() if isinstance(m, RecomputedActivation)}
+    for path, module in list(model.named_modules(remove_duplicate=False)):
+        if path and _is_activation(module) and id(module) not in inside_wrappers and not skip(path):
+            originals[path] = module
+            model.set_submodule(path, RecomputedActivation(module))
+    return originals
 
 
-def unwrap_activations(swaps: list[Swap]) -> None:
+def unwrap_activations(model: nn.Module, originals: dict[str, nn.Module]) -> None:
     """Put the original activation modules back."""
-    for parent, attr, original in swaps:
-        setattr(parent, attr, original)
+    for path, original in originals.items():
+        model.set_submodule(path, original)
 
 
 def during_forward(

@@ -42,25 +42,25 @@ def test_identical_to_stock_and_keeps_less(name: str) -> None:
     arch = ARCHS[name]
     inputs = arch.inputs(BATCH, SEQ)
     stock, model = arch.model(), arch.model()
-    swaps = wrap_activations(model)
+    originals = wrap_activations(model)
     handles = during_forward(model, recompute_scope, eager_only=True)
-    assert swaps and all(isinstance(getattr(parent, attr), RecomputedActivation) for parent, attr, _ in swaps)
+    assert originals and all(isinstance(model.get_submodule(path), RecomputedActivation) for path in originals)
     for _ in range(2):
         assert_identical(loss_and_grads(stock, inputs), loss_and_grads(model, inputs))
     less = _saved(stock, inputs) - _saved(model, inputs)
     assert less == EXPECTED[name] if name in EXPECTED else less > 0
     for handle in handles:
         handle.remove()
-    unwrap_activations(swaps)
+    unwrap_activations(model, originals)
     assert not any(isinstance(m, RecomputedActivation) for m in model.modules())
     assert _saved(stock, inputs) == _saved(model, inputs)
 
 
 def test_skip_leaves_named_activations_alone() -> None:
     model = ARCHS["bert"].model()
-    swaps = wrap_activations(model, skip=lambda name: ".layer.0." in name)
-    names = {name for name, m in model.named_modules() if isinstance(m, RecomputedActivation)}
-    assert names and not any(".layer.0." in n for n in names) and len(swaps) == len(names)
+    originals = wrap_activations(model, skip=lambda path: ".layer.0." in path)
+    paths = {path for path, m in model.named_modules() if isinstance(m, RecomputedActivation)}
+    assert paths == set(originals) and paths and not any(".layer.0." in p for p in paths)
 
 
 def test_compiles_fullgraph_and_leaves_the_choice_to_the_partitioner() -> None:
@@ -74,3 +74,8 @@ def test_compiles_fullgraph_and_leaves_the_choice_to_the_partitioner() -> None:
     compiled.compile(fullgraph=True, backend="aot_eager")
     assert_identical(loss_and_grads(compiled, inputs), loss_and_grads(eager, inputs))
     assert torch._dynamo.explain(eager)(**inputs).graph_break_count == 0
+
+
+def test_wrapping_twice_wraps_nothing_more() -> None:
+    model = ARCHS["bert"].model()
+    assert wrap_activations(model) and not wrap_activations(model)
