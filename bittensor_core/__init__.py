@@ -1,11 +1,15 @@
 """bittensor_core: store any bool tensor at 1 bit per element.
 
 `PackedBool` is the tensor subclass, `pack_saved_bools` packs every bool tensor autograd saves.
+`packed_from_random_bytes` / `causal_rows` build packed rows directly and `unpack_scaled` decodes
+them to a {0, scale} float tensor, so layers build and read masks without writing bytes themselves.
 """
 
 from . import ops as _ops  # noqa: F401  (fills the dispatch table)
 from . import serialization as _serialization  # noqa: F401  (registers the safe global)
 from .census import SavedTensorCensus
+from .construct import causal_rows, packed_from_random_bytes
+from .decode import unpack_scaled
 from .dispatch import implements
 from .errors import CorruptPayloadError, PackedBoolError, PackedBoolTypeError, PackedBoolValueError
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, row_bytes
@@ -21,8 +25,11 @@ __all__ = [
     "PackedBoolTypeError",
     "PackedBoolValueError",
     "SavedTensorCensus",
+    "causal_rows",
     "implements",
+    "packed_from_random_bytes",
     "pack_saved_bools",
     "packed_shape",
     "row_bytes",
+    "unpack_scaled",
 ]

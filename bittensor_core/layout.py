@@ -57,16 +57,16 @@ def packed_shape(shape: torch.Size | tuple[int, ...], bits: int) -> tuple[int, .
     return (*lead, row_bytes(last_dim(shape), bits))
 
 
-def field_mask(bits: int) -> int:
-    """The byte with the lowest bit of every field set: 0xFF, 0x55, 0x11, 0x01."""
-    return sum(1 << (i * bits) for i in range(per_byte(bits)))
+def first_fields(count: int, bits: int) -> int:
+    """The byte with the lowest bit of its first `count` fields set (all fields: 0xFF, 0x55, 0x11, 0x01)."""
+    return sum(1 << (i * bits) for i in range(count))
 
 
 def stray_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> bool:
     """Is any bit set that the layout keeps zero (unused field bits, row padding)?"""
     if packed.numel() == 0:
         return False
-    if (packed & (~field_mask(bits) & 0xFF)).any():
+    if (packed & (~first_fields(per_byte(bits), bits) & 0xFF)).any():
         return True
     used = last_dim(shape) - (packed.shape[-1] - 1) * per_byte(bits)  # fields in the last byte
     return bool((packed[..., -1] >> (used * bits)).any())

@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from bittensor_core import PackedBool, kernels
+from bittensor_core import PackedBool, kernels, unpack_scaled
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
-from .noise import noise_from_bytes, noise_scale
+from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler
 
@@ -208,7 +208,7 @@ class DropoutSpec:
             if attn.device.type == "cuda":
                 mask = kernels.unpack(bits, self.shape, self.bits)
                 return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))
-            return attn * noise_from_bytes(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
+            return attn * unpack_scaled(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
 
         return apply
 

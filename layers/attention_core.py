@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from .noise import constant
+from bittensor_core.decode import constant
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

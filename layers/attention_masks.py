@@ -1,8 +1,7 @@
 """Padding + causal attention masks built directly as PackedBool (True = attend).
 
-The (B, 1, q_len, kv_len) mask is assembled from packed rows: a causal row i keeps the first
-i + (kv_len - q_len) + 1 keys, which is a run of whole 0xFF bytes and one partial byte, and a
-padding row is the packed attention_mask row; their AND is taken byte-wise. The bool mask is never
+The (B, 1, q_len, kv_len) mask is assembled from packed rows: the causal rows of
+`bittensor_core.causal_rows` and the packed attention_mask row; their AND is taken byte-wise. The bool mask is never
 materialized, so building it costs q_len * kv_len * bits / 8 bytes per batch row, not q_len * kv_len.
 """
 
@@ -10,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from bittensor_core import PackedBool, kernels
+from bittensor_core import PackedBool, causal_rows, kernels, row_bytes
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
-from bittensor_core.layout import check_bits, per_byte, row_bytes
+from bittensor_core.layout import check_bits
 
 
 def padding_causal_mask(
@@ -66,15 +65,3 @@ def padding_causal_mask(
     batch = packed.shape[0]
     packed = packed.expand(batch, 1, q_len, row_bytes(kv_len, bits)).contiguous()
     return PackedBool.from_packed(packed, (batch, 1, q_len, kv_len), bits=bits)
-
-
-def causal_rows(q_len: int, kv_len: int, bits: int, device: torch.device) -> torch.Tensor:
-    """Packed (q_len, row_bytes) rows: row i has its first min(i + kv_len - q_len + 1, kv_len) bits set."""
-    k = per_byte(bits)
-    ones = (torch.arange(q_len, device=device) + (kv_len - q_len) + 1).clamp(0, kv_len)
-    first = torch.arange(row_bytes(kv_len, bits), device=device) * k
-    fields = (ones[:, None] - first[None, :]).clamp(0, k)  # set fields in each byte
-    # byte with its first f fields set: sum_{j < f} 1 << (j * bits)
-    table = torch.tensor([sum(1 << (j * bits) for j in range(f)) for f in range(k + 1)], dtype=torch.uint8,
-                         device=device)
-    return table[fields]

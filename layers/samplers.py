@@ -23,13 +23,14 @@ same bits compiled and eager for the same seed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from bittensor_core import kernels
-from bittensor_core.layout import packed_shape, row_bytes
+from bittensor_core import kernels, packed_from_random_bytes
+from bittensor_core.layout import packed_shape
 
 from .mask import Mask
 
@@ -121,16 +122,12 @@ def _(key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device
 def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> torch.Tensor:
     """A Bernoulli(keep) mask of `shape`, drawn straight into 1-bit packed rows.
 
-    Bit j of the random stream becomes mask element j of its row (rows padded to whole bytes,
-    padding bits cleared), so the result is valid packed storage without a packing pass.
+    The random words' bits are laid into packed rows by `bittensor_core.packed_from_random_bytes`.
     P(bit) = round(keep * 2**16) / 2**16: with t that integer, start from 0 and for each binary
     digit of t from the lowest, OR (digit 1) or AND (digit 0) in a fresh random word.
     """
     shape = tuple(shape)
-    cols = shape[-1] if shape else 1
-    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
-    nbytes = rows * row_bytes(cols, 1)
-    words = -(-nbytes // 8)
+    words = -(-math.prod(packed_shape(shape, 1)) // 8)
     t = round(keep * (1 << _FAST_BITS))
     if t <= 0 or t >= 1 << _FAST_BITS:
         fill = np.uint64(0 if t <= 0 else 2**64 - 1)
@@ -142,10 +139,7 @@ def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> torch.Tenso
         for i in range(low + 1, _FAST_BITS):
             op = np.bitwise_or if (t >> i) & 1 else np.bitwise_and
             op(acc, raw[i - low], out=acc)
-    packed = acc.view(np.uint8)[:nbytes].reshape(rows, row_bytes(cols, 1))
-    if cols % 8:
-        packed[:, -1] &= np.uint8((1 << (cols % 8)) - 1)
-    return torch.from_numpy(packed).view(packed_shape(shape, 1))
+    return packed_from_random_bytes(torch.from_numpy(acc.view(np.uint8)), shape)
 
 
 def _philox(seed: int) -> np.random.BitGenerator:
@@ -157,7 +151,7 @@ def draw_packed(sampler: str, key: torch.Tensor | None, shape: Shape, keep: floa
     """A Bernoulli(keep) mask of `shape` drawn by `sampler`, as plain packed uint8 rows.
 
     The bytes follow `bittensor_core.layout` at width `bits` (``layout.packed_shape(shape, bits)``),
-    so `layers.noise.noise_from_bytes` decodes them. `key` as for the sampler's `draw` (None for
+    so `bittensor_core.unpack_scaled` decodes them. `key` as for the sampler's `draw` (None for
     "exact" unless the draw must be replayed).
     """
     return Mask.of(get_sampler(sampler).draw(key, shape, keep, like, like.device), bits).packed

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bittensor_core import PackedBool, row_bytes
 from bittensor_core.kernels import numpy_cpu, torch_ref
-from bittensor_core.layout import field_mask, last_dim, num_rows, packed_shape
+from bittensor_core.layout import first_fields, last_dim, num_rows, packed_shape, per_byte
 
 from .strategies import MODES, WIDTHS, masks
 
@@ -50,7 +50,7 @@ def test_kernels_agree_bit_for_bit(mask: torch.Tensor, bits: int) -> None:
 @given(mask=masks(), bits=st.sampled_from(WIDTHS))
 def test_padding_and_unused_field_bits_are_zero(mask: torch.Tensor, bits: int) -> None:
     packed = PackedBool(mask, bits=bits).packed
-    assert not (packed & ~field_mask(bits) & 0xFF).any()
+    assert not (packed & ~first_fields(per_byte(bits), bits) & 0xFF).any()
     full = PackedBool(torch.ones_like(mask), bits=bits).packed
     assert torch_ref.popcount(full).item() == mask.numel()  # so padding bits stay zero
 
