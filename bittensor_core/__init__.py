@@ -10,11 +10,19 @@ from . import serialization as _serialization  # noqa: F401  (registers the safe
 from .census import SavedTensorCensus
 from .construct import causal_rows, packed_from_random_bytes
 from .decode import unpack_scaled
-from .dispatch import implements
-from .errors import CorruptPayloadError, PackedBoolError, PackedBoolTypeError, PackedBoolValueError
+from .errors import (
+    CorruptPayloadError,
+    PackedBoolError,
+    PackedBoolFallbackWarning,
+    PackedBoolTypeError,
+    PackedBoolValueError,
+    UnpackFallbackError,
+)
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, row_bytes
 from .packed_bool import PackedBool
 from .saved_bools import pack_saved_bools
+
+implements = PackedBool.implements  # register a packed-bytes handler: `@implements(aten.op.overload)`
 
 __all__ = [
     "UNPACK_MODES",
@@ -22,9 +30,11 @@ __all__ = [
     "CorruptPayloadError",
     "PackedBool",
     "PackedBoolError",
+    "PackedBoolFallbackWarning",
     "PackedBoolTypeError",
     "PackedBoolValueError",
     "SavedTensorCensus",
+    "UnpackFallbackError",
     "causal_rows",
     "implements",
     "packed_from_random_bytes",

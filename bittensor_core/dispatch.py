@@ -1,6 +1,7 @@
 """The dispatch table: aten ops PackedBool handles on packed bytes, and the fallback for the rest.
 
-Handlers register with `@implements(op, ...)` (torchao's pattern). A handler receives
+Handlers register with `@PackedBool.implements(op, ...)` into a table kept on the tensor class
+(torchao's pattern); this module takes the class as an argument and never imports it. A handler receives
 ``(func, args, kwargs)`` and returns its result, or `NotImplemented` when this call is outside
 what it can do on packed bytes (a dim that touches the packed last dim, mixed widths, ...);
 the call then takes the fallback: unpack every PackedBool, run the op on plain bool tensors,
@@ -14,6 +15,7 @@ shared with a PackedBool's cache. An in-place op that would change a PackedBool'
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -21,22 +23,10 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
-from .errors import PackedBoolError
+from .errors import PackedBoolError, PackedBoolFallbackWarning, PackedBoolValueError, UnpackFallbackError
 
 Handler = Callable[[torch._ops.OpOverload, tuple, dict], Any]
-HANDLERS: dict[torch._ops.OpOverload, Handler] = {}
-
-
-def implements(*ops: torch._ops.OpOverload) -> Callable[[Handler], Handler]:
-    """Register a handler for one or more aten overloads (called only when `self`, the op's
-    first argument, is a PackedBool or a list of tensors)."""
-
-    def register(handler: Handler) -> Handler:
-        for op in ops:
-            HANDLERS[op] = handler
-        return handler
-
-    return register
+FALLBACK_ALERTS = (None, "warn", "raise")
 
 
 aten = torch.ops.aten
@@ -68,32 +58,44 @@ def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[Any
     return tree_leaves(values)
 
 
-def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
-    handler = HANDLERS.get(func)
-    if handler is not None and _handler_may_run(func, args, kwargs):
+def dispatch(cls: type, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+    """Run `func` for the tensor class `cls`: its handler from ``cls.handlers``, else the fallback."""
+    handler = cls.handlers.get(func)
+    if handler is not None and _handler_may_run(cls, func, args, kwargs):
         out = handler(func, args, kwargs)
         if out is not NotImplemented:
             return out
-    return fallback(func, args, kwargs)
+    _alert(cls.on_fallback, func)
+    return fallback(cls, func, args, kwargs)
 
 
-def _handler_may_run(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> bool:
+def _alert(mode: str | None, func: torch._ops.OpOverload) -> None:
+    """`PackedBool.on_fallback`: say (or refuse) that `func` unpacks instead of running on bytes."""
+    if mode is None:
+        return
+    text = (f"{func} has no packed-bytes handler for this call: it unpacks the PackedBool, runs on the "
+            "bool tensor and repacks what it writes (PackedBool.on_fallback is set).")
+    if mode == "warn":
+        warnings.warn(text, PackedBoolFallbackWarning, stacklevel=4)
+    elif mode == "raise":
+        raise UnpackFallbackError(text + " Unpack explicitly (pb.unpack()) or set PackedBool.on_fallback = None.")
+    else:
+        raise PackedBoolValueError(f"PackedBool.on_fallback={mode!r} is not supported; use one of {FALLBACK_ALERTS}.")
+
+
+def _handler_may_run(cls: type, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> bool:
     """Handlers work on `self`'s packed bytes. A fallback view's bytes are a derived copy:
     writing them, or viewing them, would not reach its parent, so such calls fall back."""
-    from .packed_bool import PackedBool
-
-    if not args or not isinstance(args[0], (PackedBool, list, tuple)):
+    if not args or not isinstance(args[0], (cls, list, tuple)):
         return False  # e.g. plain[PackedBool]: the indexed tensor is not packed
     if not (_is_view(func) or _writes(func)):
         return True
-    return not any(isinstance(x, PackedBool) and x._view_of is not None for x in tree_leaves((args, kwargs)))
+    return not any(isinstance(x, cls) and x._view_of is not None for x in tree_leaves((args, kwargs)))
 
 
-def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+def fallback(cls: type, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     """Unpack -> run -> plain result; PackedBools the op mutates are written back in place."""
-    from .packed_bool import PackedBool
-
-    if func in _STORAGE_OPS and isinstance(args[0], PackedBool) and _window(args[0]):
+    if func in _STORAGE_OPS and isinstance(args[0], cls) and _window(args[0]):
         raise PackedBoolError(
             f"{func} addresses the storage under a view, and a view of a PackedBool has no bool "
             "storage to address. Call it on a copy: pb.clone() (or on pb.unpack())."
@@ -101,10 +103,10 @@ def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     # What the op writes or views must not be the shared cached tensor.
     fresh = _is_view(func) or bool(_writes(func))
     targets = {id(v) for v in _written(func, args, kwargs)}
-    unpacked: dict[int, tuple[PackedBool, torch.Tensor]] = {}
+    unpacked: dict[int, tuple[Any, torch.Tensor]] = {}
 
     def unwrap(x: Any) -> Any:
-        if not isinstance(x, PackedBool):
+        if not isinstance(x, cls):
             return x
         plain = x._plain(fresh=fresh)
         if id(x) in targets and not plain.untyped_storage().resizable():
@@ -124,8 +126,8 @@ def fallback(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
             )
     for pb, plain in written:
         pb._store(plain)
-    if _is_view(func) and isinstance(args[0], PackedBool):
-        return _fallback_views(func, args[0], plain_args, plain_kwargs, out)
+    if _is_view(func) and isinstance(args[0], cls):
+        return _fallback_views(cls, func, args[0], plain_args, plain_kwargs, out)
     back = {id(plain): pb for pb, plain in written}
     caches = [p for pb, p in unpacked.values() if pb._cache is not None and pb._cache[1] is p]
     return tree_map(lambda x: back[id(x)] if id(x) in back else _not_aliasing(x, caches), out)
@@ -147,19 +149,17 @@ def _not_aliasing(x: Any, caches: list[torch.Tensor]) -> Any:
     return x.clone() if any(torch._C._is_alias_of(x, c) for c in caches) else x
 
 
-def _fallback_views(func: torch._ops.OpOverload, parent: Any, args: tuple, kwargs: dict, out: Any) -> Any:
+def _fallback_views(cls: type, func: torch._ops.OpOverload, parent: Any, args: tuple, kwargs: dict, out: Any) -> Any:
     """Wrap each output of a view op on `parent` as a fallback view that replays the op."""
-    from .packed_bool import PackedBool
-
     leaves, spec = tree_flatten(out)
 
-    def view(i: int, plain: torch.Tensor) -> PackedBool:
+    def view(i: int, plain: torch.Tensor) -> torch.Tensor:
         if plain.dtype != torch.bool:
             raise PackedBoolError(
                 f"{func} would view a PackedBool's memory as {plain.dtype}, but that memory holds "
                 "packed bits, not bools. Unpack first: pb.unpack() gives a plain bool tensor."
             )
-        return PackedBool._fallback_view(
+        return cls._fallback_view(
             parent, plain, lambda base: tree_leaves(func(base, *args[1:], **kwargs))[i]
         )
 

@@ -19,3 +19,11 @@ class PackedBoolValueError(PackedBoolError, ValueError):
 
 class CorruptPayloadError(PackedBoolError, ValueError):
     """A serialized PackedBool does not match its own metadata or checksum."""
+
+
+class UnpackFallbackError(PackedBoolError, RuntimeError):
+    """An op took the unpack fallback while ``PackedBool.on_fallback = "raise"``; the message names it."""
+
+
+class PackedBoolFallbackWarning(UserWarning):
+    """An op took the unpack fallback while ``PackedBool.on_fallback = "warn"``; the message names it."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from . import kernels
-from .dispatch import dispatch
+from .dispatch import Handler, dispatch
 from .errors import PackedBoolError, PackedBoolTypeError
 from .layout import check_bits, check_unpack_mode, last_dim, logical_strides, with_strides
 
@@ -48,6 +49,31 @@ class PackedBool(torch.Tensor):
     _synced: int | None  # for a fallback view: the parent's write count `_packed` is from
 
     __torch_function__ = torch._C._disabled_torch_function_impl
+
+    # aten op -> handler on packed bytes, filled by `bittensor_core.ops` through `implements`.
+    handlers: ClassVar[dict[torch._ops.OpOverload, Handler]] = {}
+    # When an op takes the unpack fallback: None (silently), "warn" (PackedBoolFallbackWarning) or
+    # "raise" (UnpackFallbackError). Process-wide; the env var PACKEDBOOL_ON_FALLBACK sets the default.
+    on_fallback: ClassVar[str | None] = os.environ.get("PACKEDBOOL_ON_FALLBACK") or None
+
+    @classmethod
+    def implements(cls, *ops: torch._ops.OpOverload) -> Callable[[Handler], Handler]:
+        """Decorator: register a handler for aten overloads, called only when `self` (the op's first
+        argument) is a PackedBool or a list of tensors. A handler takes ``(func, args, kwargs)`` and
+        returns the result, or NotImplemented to send this call to the unpack fallback.
+
+        Example:
+            >>> @PackedBool.implements(torch.ops.aten.any.default)
+            ... def any_(func, args, kwargs):
+            ...     return (args[0].packed != 0).any()
+        """
+
+        def register(handler: Handler) -> Handler:
+            for op in ops:
+                cls.handlers[op] = handler
+            return handler
+
+        return register
 
     @staticmethod
     def __new__(cls, mask: torch.Tensor, *, bits: int = 1, unpack: str = "lazy") -> PackedBool:
@@ -206,7 +232,7 @@ class PackedBool(torch.Tensor):
     # ---- tensor protocol -------------------------------------------------------------------
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return dispatch(func, args, kwargs or {})
+        return dispatch(cls, func, args, kwargs or {})
 
     def __tensor_flatten__(self) -> tuple[list[str], tuple]:
         self.packed  # noqa: B018  (a fallback view syncs before its bytes are traced)
@@ -221,11 +247,6 @@ class PackedBool(torch.Tensor):
         # Metadata only (what a compiled graph depends on), as torch's AOT autograd cache expects.
         p = self._packed
         return f"PackedBool|{tuple(self.shape)}|{self._bits}|{self._unpack_mode}|{p.device.type}|{p.stride()}"
-
-    def __reduce_ex__(self, protocol: int):
-        from .serialization import reduce_packed_bool
-
-        return reduce_packed_bool(self)
 
     def __deepcopy__(self, memo: dict) -> PackedBool:
         return PackedBool.from_packed(

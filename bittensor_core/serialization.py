@@ -11,12 +11,14 @@ On ``map_location="meta"`` there are no bytes: the metadata checks run, the CRC 
 
 from __future__ import annotations
 
+import copyreg
 import zlib
 
 import torch
 
 from .errors import CorruptPayloadError
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, stray_bits
+from .packed_bool import PackedBool
 
 
 def _crc(packed: torch.Tensor, shape: tuple[int, ...], bits: int, unpack: str) -> int:
@@ -24,8 +26,9 @@ def _crc(packed: torch.Tensor, shape: tuple[int, ...], bits: int, unpack: str) -
     return zlib.crc32(packed.detach().cpu().contiguous().numpy().tobytes(), meta)
 
 
-def reduce_packed_bool(pb) -> tuple:
-    """`__reduce_ex__` payload of a PackedBool (storage trimmed to exactly its own bytes)."""
+def reduce_packed_bool(pb: PackedBool) -> tuple:
+    """Pickle payload of a PackedBool (storage trimmed to exactly its own bytes); registered with
+    `copyreg`, which pickle consults before ``Tensor.__reduce_ex__``."""
     packed = pb.packed.contiguous()
     if packed.storage_offset() or packed.untyped_storage().nbytes() != packed.numel():
         packed = packed.clone()  # a view of a larger storage would save (and load) all of it
@@ -40,10 +43,8 @@ def _is_int(x: object) -> bool:
 
 def rebuild_packed_bool(
     packed: torch.Tensor, shape: tuple[int, ...], bits: int, unpack: str, crc: int
-):
+) -> PackedBool:
     """Inverse of `reduce_packed_bool`; validates the payload before trusting it."""
-    from .packed_bool import PackedBool
-
     if not (_is_int(bits) and bits in WIDTHS and isinstance(unpack, str) and unpack in UNPACK_MODES):
         raise CorruptPayloadError(f"PackedBool payload has bits={bits!r}, unpack={unpack!r}.")
     if not (isinstance(shape, tuple) and all(_is_int(n) and n >= 0 for n in shape) and _is_int(crc)):
@@ -76,4 +77,5 @@ def rebuild_packed_bool(
     return PackedBool.from_packed(packed, shape, bits=bits, unpack=unpack)
 
 
+copyreg.pickle(PackedBool, reduce_packed_bool)
 torch.serialization.add_safe_globals([rebuild_packed_bool])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import implements
 from ..packed_bool import PackedBool
 
 aten = torch.ops.aten
@@ -41,7 +40,7 @@ def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
     return PackedBool.from_packed(packed, pb.shape, bits=pb.bits, unpack=pb.unpack_mode)
 
 
-@implements(*_BYTE_OP)
+@PackedBool.implements(*_BYTE_OP)
 def binary(func, args, kwargs):
     a, b = args[:2]
     if not _same_layout(a, b):
@@ -52,7 +51,7 @@ def binary(func, args, kwargs):
     return _like(a, out)
 
 
-@implements(*_IN_PLACE)
+@PackedBool.implements(*_IN_PLACE)
 def binary_in_place(func, args, kwargs):
     a, b = args[:2]
     if not _same_layout(a, b):
@@ -62,13 +61,13 @@ def binary_in_place(func, args, kwargs):
     return a
 
 
-@implements(aten.bitwise_not.default, aten.logical_not.default)
+@PackedBool.implements(aten.bitwise_not.default, aten.logical_not.default)
 def invert(func, args, kwargs):
     (a,) = args
     return _like(a, a.packed ^ a._row_ones())
 
 
-@implements(aten.bitwise_not_.default, aten.logical_not_.default)
+@PackedBool.implements(aten.bitwise_not_.default, aten.logical_not_.default)
 def invert_in_place(func, args, kwargs):
     (a,) = args
     a.packed.bitwise_xor_(a._row_ones())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .. import kernels
-from ..dispatch import implements
 from ..packed_bool import PackedBool
 
 aten = torch.ops.aten
@@ -19,7 +18,7 @@ def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
 _FORMATS = (None, torch.preserve_format, torch.contiguous_format)
 
 
-@implements(aten.clone.default)
+@PackedBool.implements(aten.clone.default)
 def clone(func, args, kwargs):
     memory_format = kwargs.get("memory_format")
     if memory_format not in _FORMATS:
@@ -27,12 +26,12 @@ def clone(func, args, kwargs):
     return _like(args[0], args[0].packed.clone(memory_format=memory_format or torch.preserve_format))
 
 
-@implements(aten.detach.default, aten.alias.default)
+@PackedBool.implements(aten.detach.default, aten.alias.default)
 def alias(func, args, kwargs):
     return args[0]._alias(args[0].packed, args[0].shape)
 
 
-@implements(aten._to_copy.default)
+@PackedBool.implements(aten._to_copy.default)
 def to_copy(func, args, kwargs):
     pb: PackedBool = args[0]
     memory_format = kwargs.get("memory_format")
@@ -47,7 +46,7 @@ def to_copy(func, args, kwargs):
     return _like(pb, packed)
 
 
-@implements(aten.copy_.default)
+@PackedBool.implements(aten.copy_.default)
 def copy_(func, args, kwargs):
     dst, src = args[:2]
     if not isinstance(dst, PackedBool):

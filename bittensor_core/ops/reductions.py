@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .. import kernels
-from ..dispatch import implements
 from ..packed_bool import PackedBool
 
 aten = torch.ops.aten
@@ -16,7 +15,7 @@ def _whole_tensor(args: tuple, kwargs: dict) -> bool:
     return dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0)
 
 
-@implements(aten.sum.default, aten.sum.dim_IntList, aten.count_nonzero.default)
+@PackedBool.implements(aten.sum.default, aten.sum.dim_IntList, aten.count_nonzero.default)
 def count(func, args, kwargs):
     pb: PackedBool = args[0]
     if func is not aten.sum.default and not _whole_tensor(args, kwargs):
@@ -28,12 +27,12 @@ def count(func, args, kwargs):
     return total if dtype is None else total.to(dtype)
 
 
-@implements(aten.any.default)
+@PackedBool.implements(aten.any.default)
 def any_set(func, args, kwargs):
     return args[0].packed.any().to(torch.bool)
 
 
-@implements(aten.all.default)
+@PackedBool.implements(aten.all.default)
 def all_set(func, args, kwargs):
     pb: PackedBool = args[0]
     return (pb.packed == pb._row_ones()).all()

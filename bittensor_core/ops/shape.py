@@ -13,7 +13,6 @@ import torch
 from torch._prims_common import infer_size
 from torch.utils._pytree import tree_map_only
 
-from ..dispatch import implements
 from ..packed_bool import PackedBool
 
 aten = torch.ops.aten
@@ -42,7 +41,7 @@ def _dim_arg(args: tuple, kwargs: dict, position: int, default: int = 0) -> int:
     return args[position] if len(args) > position else kwargs.get("dim", default)
 
 
-@implements(
+@PackedBool.implements(
     aten.select.int, aten.slice.Tensor, aten.narrow.default, aten.split.Tensor,
     aten.split_with_sizes.default, aten.unbind.int,
 )
@@ -55,7 +54,7 @@ def along_dim(func, args, kwargs):
     return _on_storage(func, pb, args, kwargs)
 
 
-@implements(aten.transpose.int)
+@PackedBool.implements(aten.transpose.int)
 def transpose(func, args, kwargs):
     pb, d0, d1 = args
     if not (_leading(d0, pb.dim()) and _leading(d1, pb.dim())):
@@ -63,7 +62,7 @@ def transpose(func, args, kwargs):
     return _on_storage(func, pb, args, kwargs)
 
 
-@implements(aten.permute.default)
+@PackedBool.implements(aten.permute.default)
 def permute(func, args, kwargs):
     pb, dims = args
     if pb.dim() == 0 or dims[-1] % pb.dim() != pb.dim() - 1:
@@ -71,7 +70,7 @@ def permute(func, args, kwargs):
     return _on_storage(func, pb, args, kwargs)
 
 
-@implements(aten.unsqueeze.default)
+@PackedBool.implements(aten.unsqueeze.default)
 def unsqueeze(func, args, kwargs):
     pb, dim = args
     if not _leading(dim, pb.dim() + 1):
@@ -79,7 +78,7 @@ def unsqueeze(func, args, kwargs):
     return _on_storage(func, pb, args, kwargs)
 
 
-@implements(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)
+@PackedBool.implements(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)
 def squeeze(func, args, kwargs):
     pb = args[0]
     ndim = pb.dim()
@@ -98,7 +97,7 @@ def _keeps_last(pb: PackedBool, size: Sequence[int]) -> list[int] | None:
     return new if new[-1] == pb.shape[-1] and -1 not in new else None
 
 
-@implements(aten.view.default, aten._unsafe_view.default)
+@PackedBool.implements(aten.view.default, aten._unsafe_view.default)
 def view(func, args, kwargs):
     pb, size = args
     new = _keeps_last(pb, size)
@@ -109,7 +108,7 @@ def view(func, args, kwargs):
     return _wrap(pb, reshape(pb.packed, *new[:-1], pb.packed.shape[-1]))
 
 
-@implements(aten.expand.default)
+@PackedBool.implements(aten.expand.default)
 def expand(func, args, kwargs):
     pb, size = args[:2]
     if pb.dim() == 0 or len(size) == 0 or size[-1] not in (-1, pb.shape[-1]):
@@ -117,7 +116,7 @@ def expand(func, args, kwargs):
     return _wrap(pb, pb.packed.expand(*size[:-1], pb.packed.shape[-1]))
 
 
-@implements(aten.index.Tensor)
+@PackedBool.implements(aten.index.Tensor)
 def index(func, args, kwargs):
     pb, indices = args
     plain = [i.unpack() if isinstance(i, PackedBool) else i for i in indices]
@@ -135,7 +134,7 @@ def _stackable(tensors: Sequence[object]) -> bool:
     )
 
 
-@implements(aten.cat.default)
+@PackedBool.implements(aten.cat.default)
 def cat(func, args, kwargs):
     tensors, dim = args[0], _dim_arg(args, kwargs, 1)
     if not _stackable(tensors) or not _leading(dim, tensors[0].dim()):
@@ -143,7 +142,7 @@ def cat(func, args, kwargs):
     return _wrap(tensors[0], func([t.packed for t in tensors], dim))
 
 
-@implements(aten.stack.default)
+@PackedBool.implements(aten.stack.default)
 def stack(func, args, kwargs):
     tensors, dim = args[0], _dim_arg(args, kwargs, 1)
     if not _stackable(tensors) or not _leading(dim, tensors[0].dim() + 1):

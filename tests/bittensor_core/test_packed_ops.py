@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import operator
+import warnings
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bittensor_core
 from bittensor_core import PackedBool
-from bittensor_core.dispatch import HANDLERS
 
 from .strategies import MODES, WIDTHS, masks, nonempty_shapes
 
@@ -186,7 +187,37 @@ def test_broadcasting_between_packed_falls_back_correctly() -> None:
 
 
 def test_every_registered_handler_is_exercised() -> None:
-    names = {op.name() for op in HANDLERS}
+    names = {op.name() for op in PackedBool.handlers}
     for expected in ("aten::bitwise_and.Tensor", "aten::select.int", "aten::cat", "aten::sum",
                      "aten::_to_copy", "aten::copy_", "aten::index.Tensor", "aten::view"):
         assert any(n.startswith(expected) for n in names), expected
+
+
+@pytest.fixture
+def on_fallback():
+    """Set `PackedBool.on_fallback` for one test and restore it afterwards."""
+    before = PackedBool.on_fallback
+    yield lambda mode: setattr(PackedBool, "on_fallback", mode)
+    PackedBool.on_fallback = before
+
+
+def test_on_fallback_warns_or_raises_naming_the_op(on_fallback) -> None:
+    pb = PackedBool(torch.rand(3, 10) < 0.5)
+    on_fallback("warn")
+    with pytest.warns(bittensor_core.PackedBoolFallbackWarning, match=r"aten\.t\.default"):
+        t = pb.t()
+    assert torch.equal(t.unpack(), pb.unpack().t())  # the result is unchanged
+    on_fallback("raise")
+    with pytest.raises(bittensor_core.UnpackFallbackError, match=r"aten\.cumsum\.default"):
+        pb.cumsum(0)
+    assert torch.equal((pb & pb).unpack(), pb.unpack())  # a packed-bytes handler: no alert
+    on_fallback("loud")
+    with pytest.raises(bittensor_core.PackedBoolValueError, match="on_fallback='loud'"):
+        pb.cumsum(0)
+
+
+def test_on_fallback_is_silent_by_default() -> None:
+    assert PackedBool.on_fallback is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(PackedBool(torch.ones(2, 3, dtype=torch.bool)).t().unpack(), torch.ones(3, 2, dtype=torch.bool))
