@@ -3,29 +3,30 @@
 Many models call dropout as a function rather than through an ``nn.Dropout`` module (BART, OPT,
 Whisper and T5-style code: ``nn.functional.dropout(h, p=self.dropout, training=self.training)``).
 `DropoutRoute` is a ``TorchFunctionMode`` that answers those calls with a function of
-``(input, p, training, inplace)``; `route_functional_dropout` enters one with
-`layers.packed_dropout` (bit-identical to F.dropout, mask kept at 1 bit) from a forward pre-hook
-on the model and leaves it from a forward hook, so it is active exactly while the model runs
-forward. Other element-wise-incompatible dropouts (``dropout2d``, ``alpha_dropout``,
-``feature_dropout``) are not intercepted: they draw different masks.
+``(input, p, training, inplace)``; `ModuleRoute` enters one with `layers.packed_dropout`
+(bit-identical to F.dropout, mask kept at 1 bit) from forward pre-hooks on the modules that make
+such calls and leaves it from forward hooks, so it is active exactly while they run. Other dropouts
+(``dropout2d``, ``alpha_dropout``, ``feature_dropout``) are not intercepted: they draw different
+masks.
 
 Example:
-    >>> handles = route_functional_dropout(model, MaskStorage())   # model(**batch) now packs them
-    >>> for h in handles: h.remove()
+    >>> route = ModuleRoute(model, {model: True}, MaskStorage())   # model(**batch) now packs them
+    >>> route.remove()
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.hooks import RemovableHandle
 
 from layers import MaskStorage, packed_dropout
+from layers.attention import _inside_checkpoint
 
 # (function, in place?) for every element-wise dropout entry point Python code calls.
 FUNCTIONS = {F.dropout: False, torch.dropout: False, torch.dropout_: True}
@@ -60,27 +61,66 @@ def _dropout_args(func: Callable, args: tuple, kwargs: dict[str, Any]) -> tuple[
     return bound["input"], float(bound.get("p", 0.5)), bool(training), bool(bound.get("inplace", FUNCTIONS[func]))
 
 
-def route_functional_dropout(model: nn.Module, options: MaskStorage) -> list[RemovableHandle]:
-    """Make every functional dropout call inside ``model(...)`` a `layers.packed_dropout` call.
+class ModuleRoute:
+    """While one of `modules` runs forward, every functional dropout call becomes a
+    `layers.packed_dropout` call if the innermost of them running packs (its value in `modules`),
+    else runs as F.dropout would.
+
+    Entered from a forward pre-hook on each module and left from a forward hook. Inside the
+    forward of an activation checkpoint (gradient checkpointing) calls stay stock: the checkpoint
+    keeps nothing of them, and its recompute in backward may run without these hooks
+    (transformers >= 5.2x checkpoints ``forward``, not ``__call__``), so both draw alike.
 
     Args:
-        model: the module whose forward (and everything it calls) is covered.
+        model: the patched model; its forward starts a new count of `calls`.
+        modules: {module: packs?}: those whose own code may call F.dropout, and those where the
+            include / exclude filters' choice changes.
         options: how the masks are kept (bits, unpack, storage, sampler).
 
-    Returns:
-        The two hook handles; ``remove()`` both to stop routing.
+    Attributes:
+        calls: functional dropout calls packed since the model's latest forward began
+            (recomputations in backward included; observed, not counted while torch.compile traces).
+
+    Example:
+        >>> route = ModuleRoute(model, {model: True}, MaskStorage())   # model(**batch) now packs them
+        >>> route.remove()
     """
-    active: list[DropoutRoute] = []
 
-    def drop(x: torch.Tensor, p: float, training: bool, inplace: bool) -> torch.Tensor:
-        return packed_dropout(x, p, training, inplace, bits=options.bits, unpack=options.unpack,
-                              storage=options.storage, sampler=options.sampler)
+    def __init__(self, model: nn.Module, modules: dict[nn.Module, bool], options: MaskStorage) -> None:
+        self.options, self.calls = options, 0
+        self._scopes: list[bool] = []  # innermost last: does the code running now pack?
+        self._active: list[DropoutRoute] = []
+        self.handles = [model.register_forward_pre_hook(self._count_anew)]
+        for module, packs in modules.items():
+            self.handles += [module.register_forward_pre_hook(partial(self._enter, packs)),
+                             module.register_forward_hook(self._leave, always_call=True)]
 
-    def enter(module: nn.Module, args: Any) -> None:
-        active.append(DropoutRoute(drop))
-        active[-1].__enter__()
+    def remove(self) -> None:
+        """Stop routing: remove every hook."""
+        for handle in self.handles:
+            handle.remove()
 
-    def leave(module: nn.Module, args: Any, output: Any) -> None:
-        active.pop().__exit__(None, None, None)
+    def _drop(self, x: torch.Tensor, p: float, training: bool, inplace: bool) -> torch.Tensor:
+        # Left alone by the filters, or inside an activation checkpoint's forward (it keeps nothing
+        # of it, and its recompute in backward runs without our hooks: both must draw alike). Our
+        # modes are off while one answers, so this is the stock call.
+        if not self._scopes[-1] or _inside_checkpoint():
+            return F.dropout(x, p, training, inplace)
+        if not torch.compiler.is_compiling():
+            self.calls += 1
+        o = self.options
+        return packed_dropout(x, p, training, inplace, bits=o.bits, unpack=o.unpack, storage=o.storage,
+                              sampler=o.sampler)
 
-    return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
+    def _count_anew(self, module: nn.Module, args: Any) -> None:
+        if not torch.compiler.is_compiling():
+            self.calls = 0
+
+    def _enter(self, packs: bool, module: nn.Module, args: Any) -> None:
+        self._scopes.append(packs)
+        self._active.append(DropoutRoute(self._drop))
+        self._active[-1].__enter__()
+
+    def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._active.pop().__exit__(None, None, None)
+        self._scopes.pop()

@@ -56,6 +56,7 @@ from .functional_dropout import DropoutRoute
 from .hf_registry import DEFAULT, register, registry_name  # noqa: F401 (hf_moe imports it from here; to go)
 
 REFERENCES = ("sdpa", "eager")
+STOCK = "_packedbool_stock"  # set on an attention module that patch_model's filters leave alone
 
 
 def register_attention(options: MaskStorage = DEFAULT, *, flash: bool = True, reference: str = "sdpa") -> str:
@@ -93,7 +94,8 @@ def packed_attention_forward(
 
     Args:
         module: the calling attention module (its ``training`` decides dropout; the reference reads
-            ``is_causal``, ``num_key_value_groups``, ...).
+            ``is_causal``, ``num_key_value_groups``, ...). One with the `STOCK` attribute runs the
+            reference unchanged (its dropout mask drawn and kept as the reference keeps it).
         query: (B, H, Sq, D); key, value: (B, Hkv, Sk, D).
         attention_mask: None, or the PackedBool (True = attend) from `packed_mask`.
         dropout: attention-probability dropout (the model passes 0 in eval mode).
@@ -108,10 +110,11 @@ def packed_attention_forward(
     causal = kwargs.get("is_causal")
     causal = getattr(module, "is_causal", True) if causal is None else causal
     causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
-    if flash and flash_attn.can_delegate(query, attention_mask):
+    stock = getattr(module, STOCK, False)  # excluded by filter: the reference as it is
+    if flash and not stock and flash_attn.can_delegate(query, attention_mask):
         out = flash_attn.flash_attention(query, key, value, dropout, causal, scaling)
         return out.transpose(1, 2).contiguous(), None
-    train = module.training and dropout > 0.0
+    train = module.training and dropout > 0.0 and not stock
     if reference == "sdpa":
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -5,7 +5,9 @@
 - every ``nn.Dropout`` module is swapped for a `layers.PackedDropout` (found by walking
   ``named_modules()``, replaced with ``set_submodule``; same p, same RNG stream, 1-bit mask);
 - functional dropout calls (``F.dropout`` in model code) made during the model's forward go
-  through `layers.packed_dropout` (see `functional_dropout`; forward hooks on the model);
+  through `layers.packed_dropout` (see `functional_dropout`; forward hooks on the model), when a
+  module may make them: a transformers module holding a dropout probability as a float (how
+  transformers code feeds ``F.dropout``), or code from outside torch, transformers and peft;
 - attention-probability dropout and boolean attention masks go through an attention function and
   a mask function registered with transformers' ``AttentionInterface`` / ``AttentionMaskInterface``
   under one name (see `hf_attention`), selected with ``model.set_attn_implementation``; they
@@ -13,6 +15,12 @@
   gets its own copy of its config first, so other models sharing that config object are untouched;
 - MoE expert dispatch goes through an experts function registered with ``ExpertsInterface``
   (see `hf_moe`), selected with ``model.set_experts_implementation``.
+
+Everything is found from the model's attributes, never from its source text: attention modules
+are the classes its transformers submodels declare in ``_can_record_outputs`` (``"attentions"``,
+``"cross_attentions"``), experts modules carry the ``has_gate`` flag and the dispatching forward
+of ``use_experts_implementation``, and a switch counts only once the model's config reads the new
+implementation. `include` / `exclude` (see `module_filter`) leave chosen modules alone.
 
 `unpatch_model` puts the original modules and implementations back; `report` says what is
 patched now. Patching twice is harmless: a second call first undoes the first.
@@ -28,18 +36,19 @@ from __future__ import annotations
 
 import copy
 import inspect
-import re
 import sys
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from bittensor_core.errors import PackedBoolTypeError
 from layers import MaskStorage, PackedDropout
+
+from .functional_dropout import ModuleRoute
+from .hf_attention import STOCK
+from .module_filter import EXCLUDED, ModuleFilter, Patterns
 
 KINDS = ("dropout", "functional_dropout", "attention", "router")
 # Wrappers whose inner model is patched: attribute holding it, by wrapper type name (DDP, FSDP1,
@@ -51,6 +60,7 @@ _WRAPPERS = {
     "OptimizedModule": "_orig_mod",
 }
 _STATE = "_packedbool_patch"
+_OURS = PackedDropout.__module__.partition(".")[0]  # packedbool's layers: they call packed_dropout themselves
 
 
 @dataclass
@@ -59,10 +69,12 @@ class PatchReport:
 
     Attributes:
         replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``functional_dropout``
-            (modules whose code calls F.dropout / torch.dropout, now packed while the model runs), ``attention``
-            (attention modules now on the packed attention function), ``router`` (MoE expert
-            modules now dispatching through a packed routing mask).
-        skipped: (where, why) for everything a user might expect packed but is not.
+            (F.dropout / torch.dropout calls packed during the model's latest forward: observed,
+            so 0 until it has run), ``attention`` (attention modules whose config now selects the
+            packed attention function, plus attention modules recomputed in backward), ``router``
+            (MoE experts modules now dispatching through a packed routing mask).
+        skipped: (where, why) for everything a user might expect packed but is not; modules left
+            alone by `include` / `exclude` say "excluded by filter".
         attn_implementation / experts_implementation: the registry names now set, or None.
     """
 
@@ -90,14 +102,22 @@ class PatchReport:
 class _PatchState:
     """Kept on the patched model so that `unpatch_model` can undo exactly what was done."""
 
-    originals: dict[str, nn.Module]  # module path -> the module that was there before
-    attn_before: dict[str, str | None] | None  # None: attention was not switched
-    experts_before: dict[str, str | None] | None
-    skipped: list[tuple[str, str]]
+    scope: ModuleFilter
+    originals: dict[str, nn.Module] = field(default_factory=dict)  # module path -> the module there before
+    attn_before: dict[str, str | None] | None = None  # None: attention was not switched
+    experts_before: dict[str, str | None] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     configs: list[tuple[Any, str, Any]] = field(default_factory=list)  # (owner, attribute, original config)
-    hooks: list[RemovableHandle] = field(default_factory=list)
-    functional: int = 0  # modules whose functional dropout calls are routed
+    route: ModuleRoute | None = None  # functional dropout
+    stock: list[nn.Module] = field(default_factory=list)  # attention modules excluded by filter
     checkpointed: list[nn.Module] = field(default_factory=list)  # attention modules recomputed in backward
+
+    def exclude(self, path: str) -> bool:
+        """Whether the filters leave the module at `path` alone (then it is reported as such)."""
+        if self.scope.packs(path):
+            return False
+        self.skipped.append((path, EXCLUDED))
+        return True
 
 
 def patch_model(
@@ -111,6 +131,8 @@ def patch_model(
     storage: str = "packed",
     sampler: str = "exact",
     flash: bool = True,
+    include: Patterns = None,
+    exclude: Patterns = None,
 ) -> PatchReport:
     """Patch `model` in place so its binary training masks are stored at `bits` bits per element.
 
@@ -127,8 +149,22 @@ def patch_model(
             "sdpa" or "eager"; others are reported in ``skipped``).
         router: route MoE experts through the packed dispatch mask.
         storage: ``"packed"`` or ``"seeded"`` (0 bits: regenerate masks in backward).
-        sampler: ``"exact"`` (nn.Dropout's random numbers) or ``"fast"`` (dropout modules only).
+        sampler: ``"exact"`` (nn.Dropout's random numbers) or ``"fast"`` (a counter-based
+            generator: other masks, same keep rate), for every dropout and attention mask drawn.
         flash: let attention delegate to flash-attn where it can run (CUDA, fp16/bf16, no mask).
+        include: pack only modules whose qualified name (or that of a module containing them)
+            matches: a ``str`` is a regular expression matched in full (``re.fullmatch``), a list
+            holds names matched as suffixes (``name == n or name.endswith("." + n)``), as PEFT's
+            ``target_modules``. None: every module.
+        exclude: leave alone the modules matching it (same forms, as PEFT's ``exclude_modules``);
+            they are listed in the report's ``skipped`` as "excluded by filter". Attention and
+            experts implementations are chosen per model: excluded attention modules run their
+            reference implementation unchanged, and any excluded experts module keeps the whole
+            model's experts as they are.
+
+    Raises:
+        PackedBoolValueError: a bad option, an invalid regular expression, or a pattern matching
+            no module name (the message names it).
 
     Returns:
         A `PatchReport`; ``print`` it to see what was packed and what was not, and why.
@@ -138,11 +174,12 @@ def patch_model(
         >>> report.replaced
         {'dropout': 38, 'functional_dropout': 0, 'attention': 12, 'router': 0}
         >>> unpatch_model(model)   # back to the original modules and attention implementation
+        >>> patch_model(peft_model, exclude=["lora_dropout"])   # LoRA dropouts stay nn.Dropout
     """
     options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
     model = _unwrap(model)
     unpatch_model(model)
-    state = _PatchState({}, None, None, [])
+    state = _PatchState(ModuleFilter(model, include, exclude))
     object.__setattr__(model, _STATE, state)  # a plain attribute: not a submodule, not in state_dict
     try:
         if dropout:
@@ -176,12 +213,14 @@ def unpatch_model(model: nn.Module) -> PatchReport:
                 continue
             # the swapped module followed model.train() / eval() since patching: so does the original
             model.set_submodule(path, original.train(swapped.training))
-        for handle in state.hooks:
-            handle.remove()
+        if state.route is not None:
+            state.route.remove()
         for owner, attr, config in state.configs:  # the original config objects, never modified
             setattr(owner, attr, config)
         for module in state.checkpointed:
             del module.forward  # the instance attribute set by _checkpoint_attentions
+        for module in state.stock:
+            delattr(module, STOCK)
     return report(model)
 
 
@@ -191,10 +230,12 @@ def report(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.get(_STATE)
     out = PatchReport(skipped=list(state.skipped) if state else [])
     out.replaced["dropout"] = sum(isinstance(m, PackedDropout) for m in model.modules())
-    out.replaced["functional_dropout"] = state.functional if state else 0
+    out.replaced["functional_dropout"] = state.route.calls if state and state.route else 0
     if state is not None and state.attn_before is not None:
-        out.attn_implementation = model.config._attn_implementation
-        out.replaced["attention"] = sum(_dispatches(type(m), "ALL_ATTENTION_FUNCTIONS") for m in model.modules())
+        name = out.attn_implementation = model.config._attn_implementation
+        out.replaced["attention"] = sum(
+            m.config._attn_implementation == name and not hasattr(m, STOCK) for _, m in _attention_modules(model)
+        )
     out.replaced["attention"] += len(state.checkpointed) if state else 0
     if state is not None and state.experts_before is not None:
         out.experts_implementation = model.config._experts_implementation
@@ -207,6 +248,8 @@ def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -
     replacements: dict[int, nn.Module] = {}  # one replacement per module, even if registered twice
     for path, module in list(model.named_modules(remove_duplicate=False)):
         if type(module) is nn.Dropout:
+            if state.exclude(path):
+                continue
             if id(module) not in replacements:
                 new = PackedDropout(
                     module.p, module.inplace, bits=options.bits, unpack=options.unpack,
@@ -222,13 +265,18 @@ def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -
 
 
 def _route_functional_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
-    """Route F.dropout calls while the model runs, if any module's code makes them (no mode otherwise:
+    """Route F.dropout calls while the model runs, if a packed module may make them (no mode otherwise:
     a TorchFunctionMode sees every torch call, which costs Python time per op)."""
-    from .functional_dropout import route_functional_dropout
-
-    state.functional = sum(_calls_functional_dropout(type(m)) for m in model.modules())
-    if state.functional:
-        state.hooks = route_functional_dropout(model, options)
+    attention = {id(m) for _, m in _attention_modules(model)}
+    named = list(model.named_modules())
+    callers = {path for path, m in named if id(m) not in attention and _may_call_dropout(m)}
+    if not [path for path in sorted(callers) if not state.exclude(path)]:
+        return
+    packs = {path: state.scope.packs(path) for path, _ in named}
+    # the callers, and where the filters' choice changes (a module whose choice differs from its parent's)
+    modules = {m: packs[path] for path, m in named
+               if path in callers or (path and packs[path] != packs[path.rpartition(".")[0]])}
+    state.route = ModuleRoute(model, modules, options)
 
 
 def _own_config(model: nn.Module, state: _PatchState) -> None:
@@ -260,8 +308,8 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
         )
         return
     reference = used[0]
-    attention = [m for m in model.modules() if _dispatches(type(m), "ALL_ATTENTION_FUNCTIONS")]
-    if reference == "eager" and any(eager_function(m) is None for m in attention):
+    attention = _attention_modules(model)
+    if reference == "eager" and any(eager_function(m) is None for _, m in attention):
         state.skipped.append(("attention", "its attention modules' modeling file has no eager_attention_forward"))
         return
     name = register_attention(options, flash=flash, reference=reference)
@@ -270,14 +318,17 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
         _checkpoint_attentions(model, state)
         return
     state.attn_before = before
+    for path, module in attention:
+        if state.exclude(path):  # the packed function runs the reference unchanged for these
+            setattr(module, STOCK, True)
+            state.stock.append(module)
 
 
 def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
     """For attention that does not dispatch through AttentionInterface (MPNet-style: softmax and a
     dropout module in its own forward): run each such module under a non-reentrant checkpoint that
     preserves the RNG state, so nothing inside is kept and backward recomputes it, drawing the same
-    dropout mask again: the module's own ops, bit-identical. Modules that touch a kv cache are left
-    alone (a recompute would update the cache twice)."""
+    dropout mask again: the module's own ops, bit-identical."""
     from torch.utils.checkpoint import checkpoint
 
     def wrap(forward):
@@ -287,10 +338,8 @@ def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
             return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
         return run
 
-    for module in model.modules():
-        text = _source(type(module))
-        if "Attention" in type(module).__name__ and "softmax(" in text and "dropout(" in text \
-                and "cache" not in text.lower() and "past_key_value" not in text:
+    for path, module in model.named_modules():
+        if _computes_attention(module) and not state.exclude(path):
             module.forward = wrap(module.forward)
             state.checkpointed.append(module)
     reason = (f"{type(model).__name__}'s attention does not dispatch through transformers' AttentionInterface;"
@@ -312,6 +361,11 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
             state.skipped.append(
                 ("router", f"{moe_like} do not dispatch through transformers' ExpertsInterface")
             )
+        return
+    excluded = [path for path, m in model.named_modules() if _is_experts(m) and state.exclude(path)]
+    if excluded:
+        state.skipped.append(("router", f"the experts implementation is chosen per model and {excluded} are"
+                                        " excluded by filter: every experts module is left as is"))
         return
     from .hf_moe import register_experts
 
@@ -367,22 +421,44 @@ def _is_experts(module: nn.Module) -> bool:
     )
 
 
-@cache
-def _source(cls: type) -> str:
-    try:
-        return inspect.getsource(cls)
-    except (OSError, TypeError):
-        return ""
+def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(path, module) of the attention modules `model`'s transformers submodels declare: the classes
+    (or class names) under ``_can_record_outputs["attentions"]`` / ``["cross_attentions"]``, which
+    transformers hooks to return attention weights."""
+    classes: set[type] = set()
+    names: set[str] = set()
+    for sub in model.modules():
+        for key, specs in (getattr(sub, "_can_record_outputs", None) or {}).items():
+            if "attentions" not in key:
+                continue
+            for spec in specs if isinstance(specs, list) else [specs]:  # a class, a name or an OutputRecorder
+                target = getattr(spec, "target_class", spec) or getattr(spec, "class_name", None)
+                if isinstance(target, str):
+                    names.add(target)
+                else:
+                    classes.add(target)
+    return [(path, m) for path, m in model.named_modules()
+            if isinstance(m, tuple(classes)) or type(m).__name__ in names]
 
 
-def _dispatches(cls: type, registry: str) -> bool:
-    """Whether `cls`'s code looks its function up in a transformers registry (as transformers checks)."""
-    return f"{registry}.get_interface(" in _source(cls)
+def _may_call_dropout(module: nn.Module) -> bool:
+    """Whether `module`'s own code may call F.dropout: a transformers module holding a positive
+    dropout probability as a float (``self.dropout = config.dropout``, fed to F.dropout), or code
+    from outside torch, transformers, peft and packedbool, which we cannot vouch for."""
+    library = type(module).__module__.partition(".")[0]
+    if library in ("torch", "peft", _OURS):
+        return False
+    if library != "transformers":
+        return True
+    return any("dropout" in attr and isinstance(v, float) and v > 0 for attr, v in vars(module).items())
 
 
-_FUNCTIONAL_DROPOUT = re.compile(r"(functional|\bF|\btorch)\.dropout_?\(")
-
-
-def _calls_functional_dropout(cls: type) -> bool:
-    """Whether `cls`'s code calls F.dropout / torch.dropout (what `functional_dropout` routes)."""
-    return not cls.__module__.startswith("torch.") and bool(_FUNCTIONAL_DROPOUT.search(_source(cls)))
+def _computes_attention(module: nn.Module) -> bool:
+    """An innermost attention module holding its own dropout module (MPNet-style: the softmax and the
+    dropout in its forward) that takes no kv cache (a recompute would update the cache twice)."""
+    children = list(module.children())
+    holds_dropout = any(isinstance(c, (nn.modules.dropout._DropoutNd, PackedDropout)) for c in children)
+    inner = any("Attention" in type(m).__name__ for m in module.modules() if m is not module)
+    params = inspect.signature(module.forward).parameters
+    cached = any("cache" in p or "past" in p for p in params)
+    return "Attention" in type(module).__name__ and holds_dropout and not inner and not cached

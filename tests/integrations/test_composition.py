@@ -8,6 +8,7 @@ test says what holds instead and why.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bittensor_core import PackedBool
 from integrations.huggingface import patch_model, report, unpatch_model
 from layers import PackedDropout
 
-from .tiny_models import ARCHS, assert_identical, loss_and_grads
+from .tiny_models import ARCHS, assert_identical, checkpointing_name, enable_checkpointing, loss_and_grads
 
 pytest.importorskip("transformers")
 
@@ -32,7 +33,7 @@ def _model(name: str, attn: str, checkpointing: bool | None = None) -> nn.Module
     if hasattr(model, "set_experts_implementation") and model.config._experts_implementation is not None:
         model.set_experts_implementation("eager")  # the experts loop the packed router reproduces
     if checkpointing is not None:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": checkpointing})
+        enable_checkpointing(model, use_reentrant=checkpointing)
     return model
 
 
@@ -52,8 +53,26 @@ def test_checkpointing_plus_patch_equals_checkpointing_alone(name: str, attn: st
     inputs = ARCHS[name].inputs()
     reference = _model(name, attn, checkpointing=reentrant)
     patched = _packed_model(name, attn, checkpointing=reentrant)
-    assert patched.is_gradient_checkpointing and report(patched).replaced["attention"] == 2
+    assert getattr(patched, f"is_{checkpointing_name()}") and report(patched).replaced["attention"] == 2
     assert_identical(loss_and_grads(reference, inputs), loss_and_grads(patched, inputs))
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])
+def test_checkpointing_plus_patch_with_functional_dropout(reentrant: bool) -> None:
+    """BART calls F.dropout in its layers. Inside a non-reentrant checkpoint those calls stay stock:
+    the checkpoint keeps nothing of them and transformers recomputes the layer's forward without
+    its hooks, so forward and recompute must draw alike (else checkpoint's metadata check fails)."""
+    from .test_faithful_attention import BART
+
+    inputs = BART.inputs()
+    reference = BART.model()
+    enable_checkpointing(reference, use_reentrant=reentrant)
+    patched = copy.deepcopy(reference)
+    patch_model(patched)
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(patched, inputs))
+    # outside the layers (embedding dropouts) calls are packed; inside them only without a checkpoint
+    # of their own in forward (reentrant checkpointing runs the layer's forward under no_grad)
+    assert report(patched).replaced["functional_dropout"] == (16 if reentrant else 2)
 
 
 # ---- peft LoRA -------------------------------------------------------------------------------------
@@ -66,6 +85,20 @@ def _lora(attn: str = "eager") -> nn.Module:
         r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["query", "value"], init_lora_weights=False
     )
     return peft.get_peft_model(model, config)
+
+
+def test_exclude_leaves_lora_dropouts_alone_and_training_bit_identical() -> None:
+    """exclude=["lora_dropout"] names peft's ModuleDicts; the nn.Dropout inside each ("default") is
+    covered with it. The rest is packed; training is bit-identical either way."""
+    reference, patched = _lora(), _lora()
+    result = patch_model(patched, exclude=["lora_dropout"])
+    lora = {n: m for n, m in patched.base_model.model.named_modules() if "lora_dropout." in n}
+    assert len(lora) == 4 and all(type(m) is nn.Dropout for m in lora.values())
+    assert {n for n, why in result.skipped if why == "excluded by filter"} == set(lora)
+    assert result.replaced["dropout"] == sum(type(m) is nn.Dropout for m in reference.modules()) - 4 > 0
+    assert all(torch.equal(a, b) for a, b in zip(_train(reference), _train(patched), strict=True))
+    unpatch_model(patched)
+    assert not any(isinstance(m, PackedDropout) for m in patched.modules())
 
 
 def _train(model: nn.Module, steps: int = 3) -> list[torch.Tensor]:
@@ -165,11 +198,11 @@ def _trainer_losses(patched: bool, output_dir: Path, **arguments) -> list[float]
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
-        gradient_checkpointing=True, **arguments,
+        **{checkpointing_name(): True}, **arguments,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()
-    assert model.is_gradient_checkpointing
+    assert getattr(model, f"is_{checkpointing_name()}")
     return [log["loss"] for log in trainer.state.log_history if "loss" in log]
 
 

@@ -212,18 +212,30 @@ def test_functional_dropout_is_packed_and_unhooked() -> None:
     from .test_faithful_attention import BART
 
     model = BART.model()
-    result = patch_model(model)
-    assert result.replaced["functional_dropout"] >= 4 and result.replaced["attention"] == 6  # 4 self, 2 cross
-    assert not [why for _, why in result.skipped if "functional" in why]
     inputs = BART.inputs()
+    stock_calls = _functional_dropout_calls(BART.model(), inputs)
+    result = patch_model(model)
+    assert result.replaced["functional_dropout"] == 0 and result.replaced["attention"] == 6  # 4 self, 2 cross
+    assert not [why for _, why in result.skipped if "functional" in why]
     with SavedTensorCensus() as census:
         loss_and_grads(model, inputs)
     assert census.bytes_by_dtype.get(torch.float32, 0) > 0
+    assert report(model).replaced["functional_dropout"] == stock_calls >= 2 * 3 + 2 * 4  # observed, per forward
     with SavedTensorCensus() as unhooked:
         unpatch_model(model)
         assert not model._forward_pre_hooks and not model._forward_hooks
         loss_and_grads(model, inputs)
     assert unhooked.total_bytes > census.total_bytes
+
+
+def _functional_dropout_calls(model: nn.Module, inputs: dict) -> int:
+    """How many F.dropout / torch.dropout calls one forward of the unpatched `model` makes."""
+    from integrations.functional_dropout import DropoutRoute
+
+    calls = []
+    with DropoutRoute(lambda x, p, training, inplace: calls.append(p) or torch.nn.functional.dropout(x, p, training)):
+        model(**inputs)
+    return len(calls)
 
 
 def test_plain_module_and_skipped_kinds_are_reported() -> None:
@@ -338,7 +350,7 @@ def test_functional_dropout_in_a_custom_module_is_packed_bit_identically() -> No
     torch.manual_seed(0)
     reference = Block()
     model = copy.deepcopy(reference)
-    assert patch_model(model).replaced["functional_dropout"] == 1
+    assert patch_model(model).replaced["functional_dropout"] == 0  # not run yet
     x = torch.randn(8, 16)
     torch.manual_seed(3)
     expected = reference(x)
@@ -346,5 +358,66 @@ def test_functional_dropout_in_a_custom_module_is_packed_bit_identically() -> No
         torch.manual_seed(3)
         got = model(x)
     assert torch.equal(got, expected) and census.bytes_by_dtype.get(torch.float32, 0) == 4 * x.numel()  # x only
+    assert report(model).replaced["functional_dropout"] == 2  # both calls, observed
     unpatch_model(model)
     assert not model._forward_pre_hooks and patch_model(model, dropout=False).replaced["functional_dropout"] == 0
+
+
+# ---- include / exclude filters --------------------------------------------------------------------
+def test_include_packs_only_the_chosen_layer_bit_identically() -> None:
+    """include names layer 0 of BERT's encoder: its dropouts and attention are packed, layer 1, the
+    embeddings and the classifier run stock (attention through the same registered function, which
+    runs the reference unchanged for them), and training is bit-identical."""
+    arch = ARCHS["bert"]
+    inputs = arch.inputs(seq=32)
+    reference, model = arch.model(), arch.model()
+    before = dict(model.named_modules())
+    result = patch_model(model, include=r"bert\.encoder\.layer\.0")
+    packed = {n for n, m in model.named_modules() if isinstance(m, PackedDropout)}
+    assert packed and all(n.startswith("bert.encoder.layer.0.") for n in packed)
+    assert result.replaced["dropout"] == len(packed) and result.replaced["attention"] == 1
+    excluded = {n for n, why in result.skipped if why == "excluded by filter"}
+    assert "bert.encoder.layer.1.attention.self" in excluded and "bert.embeddings.dropout" in excluded
+    assert not any(n.startswith("bert.encoder.layer.0.") for n in excluded)
+    with SavedTensorCensus() as census:
+        assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
+    full = copy.deepcopy(reference)
+    patch_model(full)
+    with SavedTensorCensus() as census_full:
+        loss_and_grads(full, inputs)
+    assert 0 < census.packed_bytes < census_full.packed_bytes and census.total_bytes > census_full.total_bytes
+    unpatch_model(model)
+    assert all(model.get_submodule(n) is m for n, m in before.items() if n)
+    assert not any(hasattr(m, "_packedbool_stock") for m in model.modules())
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_exclude_keeps_functional_dropouts_of_a_block_stock() -> None:
+    """BART with its decoder excluded: only the encoder's F.dropout calls are packed (observed: the
+    embedding dropout and three per layer), and training stays bit-identical."""
+    from .test_faithful_attention import BART
+
+    inputs = BART.inputs()
+    reference, model = BART.model(), BART.model()
+    result = patch_model(model, exclude=r"model\.decoder")
+    assert result.replaced["attention"] == 2 and ("model.decoder", "excluded by filter") in result.skipped
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
+    assert report(model).replaced["functional_dropout"] == 1 + 2 * 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"include": "layer.(0"}, PackedBoolValueError, r"include='layer.\(0' is not a valid regular expression"),
+        ({"exclude": "encoder"}, PackedBoolValueError, "exclude='encoder' matches no module name .* prefix"),
+        ({"exclude": ["query", "nope"]}, PackedBoolValueError, r"\['nope'\] names no module"),
+        ({"include": []}, PackedBoolValueError, "the empty list"),
+        ({"include": 3}, PackedBoolTypeError, "include=3"),
+    ],
+)
+def test_bad_filters_raise_naming_the_pattern(kwargs: dict, error: type, match: str) -> None:
+    model = ARCHS["bert"].model()
+    with pytest.raises(error, match=match):
+        patch_model(model, **kwargs)
+    assert model.config._attn_implementation == "sdpa" and not report(model).skipped
+    assert not any(isinstance(m, PackedDropout) for m in model.modules())
