@@ -4,10 +4,10 @@
 
 - every ``nn.Dropout`` module is swapped for a `layers.PackedDropout` (found by walking
   ``named_modules()``, replaced with ``set_submodule``; same p, same RNG stream, 1-bit mask);
-- functional dropout calls (``F.dropout`` in model code) made during the model's forward go
-  through `layers.packed_dropout` (see `functional_dropout`; forward hooks on the model), when a
-  module may make them: a transformers module holding a dropout probability as a float (how
-  transformers code feeds ``F.dropout``), or code from outside torch, transformers and peft;
+- functional dropout calls (``F.dropout`` in model code) go through `layers.packed_dropout` while
+  a module that may make them runs forward (see `functional_dropout`; forward hooks on those
+  modules): a transformers module holding a dropout probability as a float (how transformers code
+  feeds ``F.dropout``), or code from outside torch, transformers, peft and packedbool;
 - attention-probability dropout and boolean attention masks go through an attention function and
   a mask function registered with transformers' ``AttentionInterface`` / ``AttentionMaskInterface``
   under one name (see `hf_attention`), selected with ``model.set_attn_implementation``; they
@@ -234,7 +234,8 @@ def report(model: nn.Module) -> PatchReport:
     if state is not None and state.attn_before is not None:
         name = out.attn_implementation = model.config._attn_implementation
         out.replaced["attention"] = sum(
-            m.config._attn_implementation == name and not hasattr(m, STOCK) for _, m in _attention_modules(model)
+            getattr(m, "config", model.config)._attn_implementation == name and not hasattr(m, STOCK)
+            for _, m in _attention_modules(model)
         )
     out.replaced["attention"] += len(state.checkpointed) if state else 0
     if state is not None and state.experts_before is not None:
