@@ -7,8 +7,8 @@ see docs/layers.md and docs/mask-types.md.
 from .attention import ProbsDropoutMatmul, packed_attention
 from .attention_masks import padding_causal_mask
 from .bernoulli_mask import BernoulliMask
-from .drop_path import DropPath, drop_path
-from .dropout import DropoutMask, PackedDropout, packed_dropout
+from .drop_path import DropPath, drop_path, drop_path_with
+from .dropout import DropoutMask, PackedDropout, dropout_with, packed_dropout
 from .head_gate import HeadGate
 from .mask import Mask
 from .mask_type import Draw, MaskFunction, MaskType, apply_mask
@@ -37,6 +37,8 @@ __all__ = [
     "TopKRouter",
     "apply_mask",
     "drop_path",
+    "drop_path_with",
+    "dropout_with",
     "noise_scale",
     "packed_attention",
     "packed_dropout",

@@ -109,7 +109,7 @@ def packed_attention(
         return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa)
     mask_spec, attn_mask = checkpoint_mask(attn_mask)
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
+    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
     keep = drop.draw(query)
     core = partial(_core, drop, mask_spec, is_causal, scale, enable_gqa)
     # preserve_rng_state: with storage="seeded" the core draws the mask itself and the recompute

@@ -31,8 +31,16 @@ def drop_path(
     Example:
         >>> y = drop_path(torch.randn(8, 197, 768), 0.1, training=True)
     """
+    return drop_path_with(MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training)
+
+
+def drop_path_with(options: MaskStorage, x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """`drop_path` with the mask's options as one `MaskStorage` (what `DropPath` calls).
+
+    Example:
+        >>> y = drop_path_with(MaskStorage(storage="seeded"), torch.randn(8, 197, 768), 0.1, training=True)
+    """
     p = check_p(p, "drop path")
-    options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
     check_floating(x, "input")
     if not training or p == 0.0 or x.dim() == 0:
         return x
@@ -55,10 +63,7 @@ class DropPath(nn.Module):
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = self.options
-        return drop_path(
-            x, self.p, self.training, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler
-        )
+        return drop_path_with(self.options, x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, {self.options.describe()}"

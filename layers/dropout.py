@@ -62,8 +62,18 @@ def packed_dropout(
         >>> torch.equal(a, b)
         True
     """
+    return dropout_with(MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training, inplace)
+
+
+def dropout_with(
+    options: MaskStorage, x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
+) -> torch.Tensor:
+    """`packed_dropout` with the mask's options as one `MaskStorage` (what `PackedDropout` calls).
+
+    Example:
+        >>> y = dropout_with(MaskStorage(bits=2), torch.randn(4, 8), 0.1)
+    """
     p = check_p(p)
-    options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
     check_floating(x, "input")
     if not training or p == 0.0 or x.numel() == 0:
         return x  # F.dropout returns its input here, drawing nothing
@@ -101,11 +111,7 @@ class PackedDropout(nn.Dropout):
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        o = self.options
-        return packed_dropout(
-            input, self.p, self.training, self.inplace,
-            bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler,
-        )
+        return dropout_with(self.options, input, self.p, self.training, self.inplace)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.options.describe()}"

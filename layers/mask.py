@@ -44,7 +44,10 @@ class Mask:
         """A bool tensor, `PackedBool` or `Mask` as a Mask at `bits` (shares the bytes when it can)."""
         if isinstance(mask, (Mask, PackedBool)) and mask.bits == bits:
             return cls(mask.packed, mask.shape, bits, unpack_mode)
-        return cls(kernels.pack(plain(mask), bits), mask.shape, bits, unpack_mode)
+        out = cls(kernels.pack(plain(mask), bits), mask.shape, bits, unpack_mode)
+        if not isinstance(mask, (Mask, PackedBool)):
+            out._cache = mask  # a freshly drawn bool mask: unpack() returns it, never re-unpacks its bytes
+        return out
 
     @property
     def device(self) -> torch.device:
@@ -61,7 +64,8 @@ class Mask:
         return len(self.shape)
 
     def unpack(self) -> torch.Tensor:
-        """The mask as a contiguous bool tensor (kept after the first call in "cached" mode)."""
+        """The mask as a bool tensor: the one it was built from (`of` a bool tensor), else unpacked
+        from the bytes (contiguous; kept after the first call in "cached" mode). Do not modify it."""
         if self._cache is not None:
             return self._cache
         out = kernels.unpack(self.packed, self.shape, self.bits)

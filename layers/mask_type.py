@@ -109,11 +109,11 @@ def apply_mask(
                 f"mask must be a bool tensor, PackedBool or Mask, got {getattr(mask, 'dtype', type(mask))}; "
                 "pass mask.bool()."
             )
-        if storage.storage == "seeded":
+        if storage.seeded:
             raise PackedBoolValueError("storage='seeded' needs a sampled mask; a given mask can only be packed.")
         given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
         given, shape = given.packed, given.shape
-    elif storage.storage == "seeded" and storage.sampler == "exact" and torch.compiler.is_compiling():
+    elif storage.seeded and storage.sampler == "exact" and torch.compiler.is_compiling():
         raise PackedBoolValueError(
             "storage='seeded' with sampler='exact' cannot run under torch.compile (a compiled graph cannot "
             "snapshot and replay torch's generator); use storage='packed' (1 bit per element) or "
@@ -131,14 +131,14 @@ class MaskFunction(torch.autograd.Function):
         key = None
         if given is None:
             sampler = get_sampler(storage.sampler)
-            key = sampler.key(x.device, replay=storage.storage == "seeded")
+            key = sampler.key(x.device, replay=storage.seeded)
             mask = Mask.of(mask_type.sample(x, _bind(sampler.draw, key, x)), storage.bits, storage.unpack)
         else:
             mask = Mask(given, given_shape, storage.bits, storage.unpack)
         out = mask_type.apply(mask, x, *others)
         if mask_type.inplace:
             ctx.mark_dirty(x)
-        kept = key if storage.storage == "seeded" else _saved(mask)
+        kept = key if storage.seeded else _saved(mask)
         ctx.save_for_backward(kept, *mask_type.save(x, *others))
         ctx.mask_type, ctx.storage, ctx.mask_shape = mask_type, storage, mask.shape
         ctx.x_meta = (x.shape, x.stride(), x.dtype, x.device)
@@ -148,7 +148,7 @@ class MaskFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         kept, *saved = ctx.saved_tensors
         mask_type, storage = ctx.mask_type, ctx.storage
-        if storage.storage == "seeded":
+        if storage.seeded:
             shape, stride, dtype, device = ctx.x_meta
             like = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
             sampler = get_sampler(storage.sampler)

@@ -76,6 +76,11 @@ class MaskStorage:
         check_choice("storage", self.storage, STORAGES)
         check_choice("sampler", self.sampler, SAMPLERS)
 
+    @property
+    def seeded(self) -> bool:
+        """Is only the generator state kept (``storage="seeded"``), the mask drawn again in backward?"""
+        return self.storage == "seeded"
+
     def describe(self) -> str:
         """Short text for extra_repr, e.g. ``"bits=1, unpack='lazy'"`` (defaults of storage/sampler omitted)."""
         text = f"bits={self.bits}, unpack={self.unpack!r}"

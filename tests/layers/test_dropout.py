@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bittensor_core import WIDTHS, PackedBoolValueError
-from layers import PackedDropout, packed_dropout
+from layers import MaskStorage, PackedDropout, dropout_with, packed_dropout
 
 from .helpers import bits_equal, leaf, packed_bytes, saved_bytes
 
@@ -96,6 +96,8 @@ def test_functional_matches_f_dropout_and_module_api() -> None:
     assert isinstance(drop, nn.Dropout) and drop.p == 0.25 and drop.inplace is False
     assert repr(drop) == "PackedDropout(p=0.25, inplace=False, bits=1, unpack='lazy')"
     assert "storage='seeded', sampler='fast'" in repr(PackedDropout(storage="seeded", sampler="fast"))
+    torch.manual_seed(0)
+    assert bits_equal(dropout_with(MaskStorage(bits=4), x, 0.25), a)  # the options as one object
 
 
 def test_eval_and_p_zero_return_the_input_and_draw_nothing() -> None:

@@ -29,14 +29,16 @@ def timm_drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def test_drop_path_bit_identical_to_timm(p: float, storage: str) -> None:
     x, grad = leaf(37, 5, 6), leaf(37, 5, 6, seed=1)
     results = []
-    for fn in (lambda t: timm_drop_path(t, p, True), DropPath(p, storage=storage)):
+    functional = lambda t: drop_path(t, p, True, storage=storage)  # noqa: E731
+    for fn in (lambda t: timm_drop_path(t, p, True), DropPath(p, storage=storage), functional):
         xi = x.detach().clone().requires_grad_()
         torch.manual_seed(4)
         out = fn(xi)
         out.backward(grad)
         results.append((out, xi.grad, torch.get_rng_state()))
-    (out, g, rng), (ref, ref_g, ref_rng) = results
-    assert bits_equal(out, ref) and bits_equal(g, ref_g) and torch.equal(rng, ref_rng)
+    (ref, ref_g, ref_rng), *packed = results
+    for out, g, rng in packed:
+        assert bits_equal(out, ref) and bits_equal(g, ref_g) and torch.equal(rng, ref_rng)
 
 
 def test_drop_path_saves_one_bit_per_sample_and_eval_is_identity() -> None:

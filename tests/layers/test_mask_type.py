@@ -176,3 +176,27 @@ def test_unpack_cached_mask_is_kept_after_backward_use() -> None:
     assert isinstance(saved, PackedBool) and saved.unpack_mode == "cached"
     out.backward(torch.ones_like(out))
     assert torch.equal(x.grad != 0, out != 0)
+
+
+class _SeenMask(BernoulliMask):
+    """BernoulliMask that records the mask it drew and the bool tensor `apply` gets from it."""
+
+    def sample(self, x: torch.Tensor, draw) -> torch.Tensor:
+        self.drawn = super().sample(x, draw)
+        return self.drawn
+
+    def apply(self, mask, x: torch.Tensor) -> torch.Tensor:
+        self.seen, self.packed = mask.unpack(), mask.packed
+        return super().apply(mask, x)
+
+
+def test_a_drawn_mask_is_applied_as_drawn_not_unpacked_from_its_bytes() -> None:
+    gate = _SeenMask(0.5, shape_of=lambda x: (x.shape[0], 1))
+    out = apply_mask(gate, leaf(8, 16))
+    assert gate.seen is gate.drawn  # the very tensor: no pack-then-unpack in forward
+    assert torch.equal(PackedBool.from_packed(gate.packed, gate.drawn.shape).unpack(), gate.drawn)
+    out.backward(torch.ones_like(out))  # backward reads the saved bytes
+
+
+def test_mask_storage_says_whether_it_is_seeded() -> None:
+    assert MaskStorage(storage="seeded").seeded and not MaskStorage().seeded
