@@ -31,7 +31,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bittensor_core.kernels import dropout_ref, torch_ref  # noqa: E402
+from bittensor_core.kernels import torch_ref  # noqa: E402
+from layers.kernels.dropout_params import draw_seed  # noqa: E402
 
 Timer = Callable[[Callable[[], object]], float]
 
@@ -57,7 +58,7 @@ class _FusedDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-        from bittensor_core.kernels.triton_dropout import fused_dropout_forward
+        from layers.kernels.triton_dropout import fused_dropout_forward
 
         y, packed = fused_dropout_forward(x, p, seed)
         ctx.save_for_backward(packed)
@@ -66,7 +67,7 @@ class _FusedDropout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        from bittensor_core.kernels.triton_dropout import fused_dropout_backward
+        from layers.kernels.triton_dropout import fused_dropout_backward
 
         (packed,) = ctx.saved_tensors
         return fused_dropout_backward(grad, packed, ctx.p), None, None
@@ -104,11 +105,11 @@ def bench_pack(numel: int, device: torch.device, time_ms: Timer) -> list[dict]:
 
 def bench_dropout(numel: int, dtype: torch.dtype, p: float, device: torch.device, time_ms: Timer) -> list[dict]:
     """Packed fused dropout vs torch's native dropout: forward, backward, both, and via autograd."""
-    from bittensor_core.kernels.triton_dropout import fused_dropout_backward, fused_dropout_forward
+    from layers.kernels.triton_dropout import fused_dropout_backward, fused_dropout_forward
 
     x = torch.randn(numel, device=device, dtype=dtype)
     grad = torch.randn_like(x)
-    seed, scale = dropout_ref.draw_seed(), 1.0 / (1.0 - p)
+    seed, scale = draw_seed(), 1.0 / (1.0 - p)
     _, bool_mask = torch.native_dropout(x, p, True)
     _, packed = fused_dropout_forward(x, p, seed)
     native_bwd = torch.ops.aten.native_dropout_backward

@@ -69,8 +69,8 @@ class PatchReport:
 
     Attributes:
         replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``functional_dropout``
-            (F.dropout / torch.dropout calls packed during the model's latest forward: observed,
-            so 0 until it has run), ``attention`` (attention modules whose config now selects the
+            (F.dropout / torch.dropout calls packed since the model's latest forward began:
+            observed, so 0 until it has run), ``attention`` (attention modules whose config now selects the
             packed attention function, plus attention modules recomputed in backward), ``router``
             (MoE experts modules now dispatching through a packed routing mask).
         skipped: (where, why) for everything a user might expect packed but is not; modules left

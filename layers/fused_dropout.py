@@ -15,16 +15,15 @@ import torch
 from bittensor_core import PackedBool
 from bittensor_core.kernels import triton_available
 
+from .kernels.dropout_params import FUSED_DTYPES, draw_seed
 from .options import MaskStorage
-
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def can_fuse(x: torch.Tensor, options: MaskStorage, inplace: bool) -> bool:
     """Is the fused Triton path available for this call (CUDA tensors only)?"""
     return (
         x.device.type == "cuda" and options.sampler == "fast" and options.bits == 1 and not inplace
-        and x.dtype in _FUSED_DTYPES and triton_available() and not torch.compiler.is_compiling()
+        and x.dtype in FUSED_DTYPES and triton_available() and not torch.compiler.is_compiling()
     )
 
 
@@ -36,24 +35,20 @@ class FusedDropoutFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float, options: MaskStorage) -> torch.Tensor:
-        from bittensor_core.kernels.dropout_ref import draw_seed
-        from bittensor_core.kernels.triton_dropout import fused_dropout_forward
+        from .kernels.triton_dropout import fused_dropout_forward  # imports Triton: only when used
 
         seed = draw_seed()
         y, packed = fused_dropout_forward(x, p, seed)
-        if options.storage == "seeded":
+        if options.seeded:
             ctx.save_for_backward(torch.tensor(seed, dtype=torch.int64))
         else:
             ctx.save_for_backward(PackedBool.from_packed(packed, x.shape, bits=1, unpack=options.unpack))
-        ctx.p, ctx.seeded = p, options.storage == "seeded"
+        ctx.p, ctx.seeded = p, options.seeded
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        from bittensor_core.kernels.triton_dropout import (
-            fused_dropout_backward,
-            fused_dropout_seeded_backward,
-        )
+        from .kernels.triton_dropout import fused_dropout_backward, fused_dropout_seeded_backward
 
         (kept,) = ctx.saved_tensors
         if ctx.seeded:

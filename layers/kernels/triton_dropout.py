@@ -3,12 +3,17 @@ one pass reads the packed mask and the gradient and writes the input gradient.
 
 Bytes moved per element (fp32): native dropout forward reads 4 and writes 4 + 1 (bool mask),
 backward reads 4 + 1 and writes 4; here the mask costs 1/8 byte each way, and no bool tensor is
-ever materialised. The mask is drawn with Philox4x32-10 (`tl.randint4x`, four draws per counter),
-not torch's generator, so it differs from `torch.native_dropout` for the same torch seed; it is a
-pure function of (seed, offset, position), specified and regenerated in torch by `dropout_ref`.
+ever materialised. The packed mask has exactly the layout of `bittensor_core.layout` at bits=1
+(padding bits zero), so ``PackedBool.from_packed(packed, x.shape)`` wraps it without a copy.
 
-The packed mask has exactly the layout of `bittensor_core.layout` at bits=1 (padding bits zero),
-so ``PackedBool.from_packed(packed, x.shape)`` wraps it without a copy.
+NOTE(philox): the mask is drawn with Philox4x32-10 (Triton's `tl.randint4x`, four draws per
+counter), not torch's generator, so it differs from `torch.native_dropout` for the same torch seed;
+it is a pure function of (seed, offset, position). The keep bit of packed byte g (row-major over
+``packed_shape(shape, 1)``), bit b, is ``randint4x(seed, offset + 2 * g + b // 4)[b % 4] >=
+keep_threshold(p)``; padding bits use counters too and are then cleared. One call uses Philox
+counters [offset, offset + 2 * n_bytes) (`dropout_params.philox_counters`). Output and gradient are
+``(v.float() * keep * scale).to(v.dtype)`` with scale = `dropout_params.dropout_scale(p)`.
+``tests/layers/dropout_oracle.py`` regenerates all of it in plain torch for the tests.
 
 Example::
 
@@ -24,10 +29,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..errors import PackedBoolTypeError, PackedBoolValueError
-from ..layout import packed_shape
-from .dropout_ref import check_dtype, check_seed, draw_seed, dropout_scale, keep_threshold
-from .triton_pack import byte_tile, check_runnable, launch_geometry, on_device
+from bittensor_core import packed_shape
+from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
+from bittensor_core.kernels.triton_pack import byte_tile, check_runnable, launch_geometry, on_device
+
+from .dropout_params import check_dtype, check_seed, draw_seed, dropout_scale, keep_threshold
 
 __all__ = ["draw_seed", "fused_dropout_backward", "fused_dropout_forward", "fused_dropout_seeded_backward"]
 
@@ -45,7 +51,7 @@ def _round_to_bf16(v):
 
 @triton.jit
 def _scale_by_mask(v, keep, scale):
-    # (v * keep) * scale in float32, rounded once to v's dtype: dropout_ref.apply_mask.
+    # (v * keep) * scale in float32, rounded once to v's dtype (NOTE(philox) above).
     out = v.to(tl.float32) * keep.to(tl.float32) * scale
     if v.dtype == tl.bfloat16:
         res = _round_to_bf16(out)
@@ -117,7 +123,7 @@ def fused_dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int = 0)
 
     Returns (y, packed): y contiguous with x's shape and dtype, packed uint8 of
     ``packed_shape(x.shape, 1)`` holding the keep-mask (bit set = kept). The call uses Philox
-    counters [offset, offset + dropout_ref.philox_counters(x.shape)); give a fresh seed (or an
+    counters [offset, offset + philox_counters(x.shape)); give a fresh seed (or an
     advanced offset) per call.
     """
     check_dtype(x, "x")
