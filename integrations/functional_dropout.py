@@ -89,7 +89,7 @@ class ModuleRoute:
     def __init__(self, model: nn.Module, modules: dict[nn.Module, bool], options: MaskStorage) -> None:
         self.options, self.calls = options, 0
         self._scopes: list[bool] = []  # innermost last: does the code running now pack?
-        self._active: list[DropoutRoute] = []
+        self._mode: DropoutRoute | None = None
         self.handles = [model.register_forward_pre_hook(self._count_anew)]
         for module, packs in modules.items():
             self.handles += [module.register_forward_pre_hook(partial(self._enter, packs)),
@@ -118,9 +118,11 @@ class ModuleRoute:
 
     def _enter(self, packs: bool, module: nn.Module, args: Any) -> None:
         self._scopes.append(packs)
-        self._active.append(DropoutRoute(self._drop))
-        self._active[-1].__enter__()
+        if len(self._scopes) == 1:  # one mode for the outermost module: nested ones share it
+            self._mode = DropoutRoute(self._drop)
+            self._mode.__enter__()
 
     def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._active.pop().__exit__(None, None, None)
         self._scopes.pop()
+        if not self._scopes:
+            self._mode.__exit__(None, None, None)
