@@ -123,6 +123,10 @@ class PackedBool(torch.Tensor):
         self._cache, self._view_of, self._synced, self._writes = None, None, None, [0]
         return self
 
+    def _like(self, packed: torch.Tensor) -> PackedBool:
+        """A new mask of this shape, width and unpack mode on `packed` (new bytes: no shared writes)."""
+        return PackedBool.from_packed(packed, self.shape, bits=self._bits, unpack=self._unpack_mode)
+
     def _alias(self, packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> PackedBool:
         """A PackedBool on (a view of) this one's bytes: writes through either are seen by both."""
         out = PackedBool.from_packed(packed, shape, bits=self._bits, unpack=self._unpack_mode)

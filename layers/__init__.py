@@ -1,7 +1,8 @@
 """layers: nn.Modules and functionals whose binary masks are kept packed for backward.
 
-Every layer is a mask type (`MaskType`) run by one generic autograd Function (`apply_mask`);
-see docs/layers.md and docs/mask-types.md.
+Dropout, DropPath, head gates and MoE routing are mask types (`MaskType`) run by one generic
+autograd Function (`apply_mask`); the fused CUDA dropout (`fused_dropout`) and `packed_attention`
+(a checkpointed SDPA core) have their own. See docs/layers.md and docs/mask-types.md.
 """
 
 from .attention import ProbsDropoutMatmul, packed_attention

@@ -4,7 +4,7 @@ With the default ``sampler="exact"`` the output, the gradient and the random gen
 are bit-identical to ``nn.Dropout`` / ``F.dropout`` for the same seed: on CPU the mask is the bool
 Bernoulli draw ``native_dropout`` makes (F.dropout draws the same numbers into its float noise),
 the output is ``x * mask * s`` and the gradient ``grad * mask * s`` with ``s`` F.dropout's noise
-value (see `noise_scale`); on CUDA the mask comes from ``native_dropout``, as nn.Dropout's does.
+value (NOTE(rounding) in `layers/noise.py`); on CUDA the mask comes from ``native_dropout``, as nn.Dropout's does.
 
 Saved for backward: the mask as a PackedBool (ceil(n * bits / 8) bytes) — nn.Dropout saves a
 4-byte float noise tensor per element on CPU and a 1-byte bool mask on CUDA. ``storage="seeded"``

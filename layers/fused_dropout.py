@@ -3,7 +3,7 @@
 Forward draws the keep-mask with Philox, writes the output and the 1-bit packed mask in one
 kernel; backward reads the packed mask and the gradient in one kernel (no bool tensor is ever
 materialised). Used when the input is on CUDA, Triton is installed, bits=1, and the dtype is
-float16 / bfloat16 / float32. The mask is not nn.Dropout's (see docs/gpu.md, "The random stream").
+float16 / bfloat16 / float32. The mask is not nn.Dropout's (NOTE(philox) in `layers/kernels/triton_dropout.py`).
 """
 
 from __future__ import annotations

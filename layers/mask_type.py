@@ -1,4 +1,4 @@
-"""The mask-type plug-in interface and the one autograd Function every packed layer runs on.
+"""The mask-type plug-in interface and the generic autograd Function the mask types run on.
 
 A `MaskType` says three things about a binary mask:
 

@@ -17,7 +17,7 @@ from .mask import Mask
 def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
     """1 / (1 - p) as a 0-dim tensor of `dtype`, rounded exactly as F.dropout rounds its noise.
 
-    F.dropout on CPU computes ``noise = bernoulli(1 - p).div_(1 - p)``; ``torch.native_dropout``
+    NOTE(rounding): F.dropout on CPU computes ``noise = bernoulli(1 - p).div_(1 - p)``; ``torch.native_dropout``
     multiplies by the double 1 / (1 - p) instead, and the two differ in the last bit for some p
     (0.123 and 0.45 in float32). Using this value keeps outputs and gradients bit-identical to
     nn.Dropout for every p. With p = 1 (nothing kept) the scale is 1.

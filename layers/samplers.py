@@ -6,10 +6,8 @@ Two samplers, both driven by torch's default generator (so `torch.manual_seed` f
   ``F.dropout`` draw, so masks and the generator's state after the draw are bit-identical to
   ``nn.Dropout``; on CUDA the mask comes from ``native_dropout`` itself, which nn.Dropout calls there.
 - ``"fast"``: a counter-based generator (Philox-4x64, keyed by one 64-bit seed taken from torch's
-  generator, as FlashAttention does on GPU). On CPU it draws the mask directly in packed form:
-  16 random words are combined bitwise (AND / OR along the binary digits of the keep probability),
-  so 64 mask bits cost 16 random words and no compare or packing pass. Keep probability is
-  rounded to a multiple of 2**-16. Not the numbers nn.Dropout draws.
+  generator, as FlashAttention does on GPU) that draws the mask directly in packed form on CPU
+  (NOTE(fast-sampler) at `philox_packed_bernoulli`). Not the numbers nn.Dropout draws.
 
 Each sampler has a `key` (what must be kept to draw the same mask again: the generator state for
 "exact", the 8-byte seed for "fast"), `draw` (forward, advances torch's generator as usual) and
@@ -122,9 +120,11 @@ def _(key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device
 def philox_packed_bernoulli(seed: int, shape: Shape, keep: float) -> torch.Tensor:
     """A Bernoulli(keep) mask of `shape`, drawn straight into 1-bit packed rows.
 
-    The random words' bits are laid into packed rows by `bittensor_core.packed_from_random_bytes`.
-    P(bit) = round(keep * 2**16) / 2**16: with t that integer, start from 0 and for each binary
-    digit of t from the lowest, OR (digit 1) or AND (digit 0) in a fresh random word.
+    NOTE(fast-sampler): P(bit) = round(keep * 2**16) / 2**16 (keep is rounded to a multiple of
+    2**-16). With t that integer, start from 0 and for each binary digit of t from the lowest, OR
+    (digit 1) or AND (digit 0) in a fresh random word: 64 mask bits cost at most 16 random words and
+    no compare or packing pass. The words' bits are laid into packed rows by
+    `bittensor_core.packed_from_random_bytes`.
     """
     shape = tuple(shape)
     words = -(-math.prod(packed_shape(shape, 1)) // 8)

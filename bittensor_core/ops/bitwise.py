@@ -36,9 +36,6 @@ def _same_layout(a: object, b: object) -> bool:
     )
 
 
-def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
-    return PackedBool.from_packed(packed, pb.shape, bits=pb.bits, unpack=pb.unpack_mode)
-
 
 @PackedBool.implements(*_BYTE_OP)
 def binary(func, args, kwargs):
@@ -48,7 +45,7 @@ def binary(func, args, kwargs):
     out = _BYTE_OP[func](a.packed, b.packed)
     if func is aten.eq.Tensor:
         out ^= a._row_ones()
-    return _like(a, out)
+    return a._like(out)
 
 
 @PackedBool.implements(*_IN_PLACE)
@@ -64,7 +61,7 @@ def binary_in_place(func, args, kwargs):
 @PackedBool.implements(aten.bitwise_not.default, aten.logical_not.default)
 def invert(func, args, kwargs):
     (a,) = args
-    return _like(a, a.packed ^ a._row_ones())
+    return a._like(a.packed ^ a._row_ones())
 
 
 @PackedBool.implements(aten.bitwise_not_.default, aten.logical_not_.default)

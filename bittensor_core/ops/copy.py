@@ -10,9 +10,6 @@ from ..packed_bool import PackedBool
 aten = torch.ops.aten
 
 
-def _like(pb: PackedBool, packed: torch.Tensor) -> PackedBool:
-    return PackedBool.from_packed(packed, pb.shape, bits=pb.bits, unpack=pb.unpack_mode)
-
 
 # Memory formats the storage can follow: others reorder the packed last dim.
 _FORMATS = (None, torch.preserve_format, torch.contiguous_format)
@@ -23,7 +20,7 @@ def clone(func, args, kwargs):
     memory_format = kwargs.get("memory_format")
     if memory_format not in _FORMATS:
         return NotImplemented
-    return _like(args[0], args[0].packed.clone(memory_format=memory_format or torch.preserve_format))
+    return args[0]._like(args[0].packed.clone(memory_format=memory_format or torch.preserve_format))
 
 
 @PackedBool.implements(aten.detach.default, aten.alias.default)
@@ -43,7 +40,7 @@ def to_copy(func, args, kwargs):
         device, non_blocking=kwargs.get("non_blocking", False), copy=True,
         memory_format=memory_format or torch.preserve_format,
     )
-    return _like(pb, packed)
+    return pb._like(packed)
 
 
 @PackedBool.implements(aten.copy_.default)
