@@ -268,7 +268,8 @@ def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -
 def _route_functional_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
     """Route F.dropout calls while the model runs, if a packed module may make them (no mode otherwise:
     a TorchFunctionMode sees every torch call, which costs Python time per op)."""
-    attention = {id(m) for _, m in _attention_modules(model)}
+    # attention modules hand their p to the attention function (T5 declares a wrapper: its insides too)
+    attention = {id(inner) for _, m in _attention_modules(model) for inner in m.modules()}
     named = list(model.named_modules())
     callers = {path for path, m in named if id(m) not in attention and _may_call_dropout(m)}
     if not [path for path in sorted(callers) if not state.exclude(path)]:
@@ -321,8 +322,10 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
     state.attn_before = before
     for path, module in attention:
         if state.exclude(path):  # the packed function runs the reference unchanged for these
-            setattr(module, STOCK, True)
-            state.stock.append(module)
+            for inner in module.modules():  # the module calling the function may be inside (T5)
+                if not hasattr(inner, STOCK):
+                    setattr(inner, STOCK, True)
+                    state.stock.append(inner)
 
 
 def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from bittensor_core import SavedTensorCensus
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
+from integrations.hf_attention import STOCK
 from integrations.huggingface import patch_model, report, unpatch_model
 from layers import PackedDropout
 
@@ -388,7 +389,7 @@ def test_include_packs_only_the_chosen_layer_bit_identically() -> None:
     assert 0 < census.packed_bytes < census_full.packed_bytes and census.total_bytes > census_full.total_bytes
     unpatch_model(model)
     assert all(model.get_submodule(n) is m for n, m in before.items() if n)
-    assert not any(hasattr(m, "_packedbool_stock") for m in model.modules())
+    assert not any(hasattr(m, STOCK) for m in model.modules())
     assert model.config._attn_implementation == "sdpa"
 
 
@@ -403,6 +404,30 @@ def test_exclude_keeps_functional_dropouts_of_a_block_stock() -> None:
     assert result.replaced["attention"] == 2 and ("model.decoder", "excluded by filter") in result.skipped
     assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
     assert report(model).replaced["functional_dropout"] == 1 + 2 * 3
+
+
+def test_excluded_attention_runs_stock_where_the_declared_module_wraps_the_caller(monkeypatch) -> None:
+    """T5 declares T5LayerSelfAttention as its attention; the T5Attention inside calls the attention
+    function. Excluding encoder block 0 leaves its attention stock: 5 of 6 attention calls packed."""
+    import transformers
+
+    from integrations import hf_attention
+
+    from .tiny_models import T5
+
+    calls = []
+    original = hf_attention.packed_attention
+    monkeypatch.setattr(hf_attention, "packed_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    inputs = T5.inputs()
+    reference, model = T5.model(), T5.model()
+    result = patch_model(model, exclude=["encoder.block.0"])
+    if result.attn_implementation is None:
+        pytest.skip(f"T5 does not dispatch through AttentionInterface in transformers {transformers.__version__}")
+    assert result.replaced["attention"] == 5
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
+    assert len(calls) == 5
+    unpatch_model(model)
+    assert not any(hasattr(m, STOCK) for m in model.modules())
 
 
 @pytest.mark.parametrize(

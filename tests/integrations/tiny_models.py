@@ -119,6 +119,16 @@ def _qwen2_moe():
     return Qwen2MoeForCausalLM(config)
 
 
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.1,
+        decoder_start_token_id=0, pad_token_id=0,
+    )
+    return T5ForConditionalGeneration(config)
+
+
 _SMALL = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
     hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=256,
@@ -136,6 +146,11 @@ ARCHS = {
         Arch("qwen2_moe", _qwen2_moe, _text("tokens")),
     )
 }
+
+
+# Not in ARCHS: T5 declares its attention wrappers (T5LayerSelfAttention), not the module that calls
+# the attention function (T5Attention inside), which the filter tests need.
+T5 = Arch("t5", _t5, _text("tokens"))
 
 
 def loss_and_grads(model: torch.nn.Module, inputs: dict[str, torch.Tensor], seed: int = 1):
