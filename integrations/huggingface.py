@@ -460,9 +460,9 @@ def _may_call_dropout(module: nn.Module) -> bool:
 def _computes_attention(module: nn.Module) -> bool:
     """An innermost attention module holding its own dropout module (MPNet-style: the softmax and the
     dropout in its forward) that takes no kv cache (a recompute would update the cache twice)."""
-    children = list(module.children())
-    holds_dropout = any(isinstance(c, (nn.modules.dropout._DropoutNd, PackedDropout)) for c in children)
-    inner = any("Attention" in type(m).__name__ for m in module.modules() if m is not module)
-    params = inspect.signature(module.forward).parameters
-    cached = any("cache" in p or "past" in p for p in params)
-    return "Attention" in type(module).__name__ and holds_dropout and not inner and not cached
+    inside = list(module.modules())[1:]
+    if "Attention" not in type(module).__name__ or any("Attention" in type(m).__name__ for m in inside):
+        return False
+    dropouts = (nn.modules.dropout._DropoutNd, PackedDropout)
+    cached = any("cache" in p or "past" in p for p in inspect.signature(module.forward).parameters)
+    return any(isinstance(c, dropouts) for c in module.children()) and not cached
