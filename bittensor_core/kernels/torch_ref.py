@@ -1,13 +1,16 @@
 """Pure-torch pack / unpack / popcount: any device, traceable by torch.compile.
 
 Each is a handful of whole-tensor ops (no per-element Python loop, no 8-pass shift-and-sum);
-this is also the reference the faster per-device kernels are tested against, bit for bit.
+this is also the reference the faster per-device kernels are tested against, bit for bit. The
+field split and merge are written with einops (``row (byte field)``: byte j's fields, in order),
+which traces under torch.compile as the reshape it is.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..layout import last_dim, num_rows, packed_shape, per_byte, row_bytes
 
@@ -24,7 +27,7 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
         rows = F.pad(rows, (0, nbytes * k - cols))
     if bits == 8:
         return rows.clone().view(packed_shape(mask.shape, bits))
-    groups = rows.reshape(rows.shape[0], nbytes, k)
+    groups = rearrange(rows, "row (byte field) -> row byte field", field=k)
     if bits == 1:
         # (storage_offset() cannot be traced inside an autograd.Function: copy while compiling)
         if torch.compiler.is_compiling() or groups.storage_offset() % 8 or not groups.is_contiguous():
@@ -43,7 +46,7 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
     """Inverse of `pack`: a contiguous bool tensor of logical `shape`."""
     cols = last_dim(shape)
     fields = torch.stack([(packed >> (i * bits)) & 1 for i in range(per_byte(bits))], dim=-1)
-    flat = fields.reshape(*packed.shape[:-1], packed.shape[-1] * fields.shape[-1])
+    flat = rearrange(fields, "... byte field -> ... (byte field)")
     if torch.compiler.is_compiling() or flat.shape[-1] != cols:  # compiling: no guard on the size
         flat = flat[..., :cols]
     # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
