@@ -13,9 +13,7 @@ import torch
 
 from .layout import check_bits
 from .packed_bool import PackedBool
-from .saved_bools import _pack as _pack_bool
-from .saved_bools import _SavedBool
-from .saved_bools import _unpack as _unpack_bool
+from .saved_bools import SavedBool, pack_saved, unpack_saved
 
 
 class SavedTensorCensus(torch.autograd.graph.saved_tensors_hooks):
@@ -44,11 +42,11 @@ class SavedTensorCensus(torch.autograd.graph.saved_tensors_hooks):
         self._keep: list[torch.Tensor] = []  # keep storages alive so ids stay unique
 
         def pack(t: torch.Tensor) -> Any:
-            saved = _pack_bool(t, pack_bools) if pack_bools is not None else t
-            self._record(saved.packed if isinstance(saved, _SavedBool) else saved)
+            saved = pack_saved(t, pack_bools) if pack_bools is not None else t
+            self._record(saved.packed if isinstance(saved, SavedBool) else saved)
             return saved
 
-        super().__init__(pack, _unpack_bool)
+        super().__init__(pack, unpack_saved)
 
     def _record(self, t: torch.Tensor) -> None:
         if isinstance(t, PackedBool):

@@ -1,4 +1,8 @@
-"""`pack_saved_bools`: every bool tensor autograd saves for backward is kept packed."""
+"""`pack_saved_bools`: every bool tensor autograd saves for backward is kept packed.
+
+Its two hook functions, `pack_saved` and `unpack_saved`, are public: other saved-tensor hooks
+(`SavedTensorCensus`) call them to pack the same tensors the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from .layout import check_bits
 from .packed_bool import PackedBool
 
 
-class _SavedBool:
-    """A packed saved tensor plus the strides to restore it with."""
+class SavedBool:
+    """A packed saved tensor plus the strides to restore it with (`packed` is a PackedBool)."""
 
     __slots__ = ("packed", "stride")
 
@@ -46,17 +50,19 @@ class pack_saved_bools(torch.autograd.graph.saved_tensors_hooks):  # noqa: N801 
 
     def __init__(self, bits: int = 1) -> None:
         check_bits(bits)
-        super().__init__(lambda t: _pack(t, bits), _unpack)
+        super().__init__(lambda t: pack_saved(t, bits), unpack_saved)
 
 
-def _pack(t: torch.Tensor, bits: int) -> Any:
+def pack_saved(t: torch.Tensor, bits: int) -> torch.Tensor | SavedBool:
+    """The pack hook: a dense plain bool tensor as a `SavedBool` at `bits`, anything else as it is."""
     if (
         type(t) is not torch.Tensor or t.dtype != torch.bool or t.layout != torch.strided
         or t.numel() == 0 or not is_non_overlapping_and_dense_or_false(t)
     ):
         return t
-    return _SavedBool(t, bits)
+    return SavedBool(t, bits)
 
 
-def _unpack(saved: Any) -> torch.Tensor:
-    return saved.restore() if isinstance(saved, _SavedBool) else saved
+def unpack_saved(saved: Any) -> torch.Tensor:
+    """The unpack hook: inverse of `pack_saved` (the bool tensor with its original strides)."""
+    return saved.restore() if isinstance(saved, SavedBool) else saved

@@ -7,7 +7,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, SavedTensorCensus, pack_saved_bools
-from bittensor_core.saved_bools import _SavedBool
+from bittensor_core.saved_bools import SavedBool
 
 from .strategies import WIDTHS
 
@@ -50,7 +50,7 @@ def test_masks_of_masked_fill_where_and_dropout_are_packed() -> None:
         a = x.masked_fill(x > 1, 0.0)
         b = torch.where(x > 0, x, 0.0)
         c, _ = torch.native_dropout(x, 0.3, True)
-    packed = [s for s in saved if isinstance(s, _SavedBool)]
+    packed = [s for s in saved if isinstance(s, SavedBool)]
     assert len(packed) == 3  # one bool mask for each of the three ops
     assert all(isinstance(s.packed, PackedBool) and s.packed.shape == x.shape for s in packed)
     assert not any(isinstance(s, torch.Tensor) and s.dtype == torch.bool for s in saved)
