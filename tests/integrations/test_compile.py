@@ -21,7 +21,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import SavedTensorCensus, pack_saved_bools
-from layers import DropPath, HeadGate, MaskType, PackedDropout, TopKRouter, apply_mask
+from layers import DropPath, HeadGate, MaskType, PackedDropout, PackedMoE, TopKRouter, apply_mask
 from layers.options import MaskStorage
 
 from .test_distributed import BATCH, GLOO_TIMEOUT, SEED, WORLD, _half, exit_worker, single_process_grads
@@ -103,6 +103,20 @@ def test_packed_layers_compile_to_one_graph_with_eager_results(options: dict) ->
     torch._dynamo.reset()
     eager = _step(block, _x())
     compiled = _step(torch.compile(block, fullgraph=True, backend="aot_eager"), _x())
+    assert torch.equal(compiled[0], eager[0])
+    assert all(torch.equal(a, b) for a, b in zip(compiled[1], eager[1], strict=True))
+    assert compiled[2] <= eager[2]
+
+
+def test_packed_moe_compiles_to_one_graph_with_eager_results() -> None:
+    """Sorted grouped experts: no loop over the experts present, no int64 routing index saved."""
+    torch.manual_seed(0)
+    moe = PackedMoE(16, 32, num_experts=4, top_k=2).train()
+    explained = torch._dynamo.explain(moe)(_x())
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    torch._dynamo.reset()
+    eager = _step(moe, _x())
+    compiled = _step(torch.compile(moe, fullgraph=True, backend="aot_eager"), _x())
     assert torch.equal(compiled[0], eager[0])
     assert all(torch.equal(a, b) for a, b in zip(compiled[1], eager[1], strict=True))
     assert compiled[2] <= eager[2]
@@ -265,8 +279,6 @@ def test_hf_fully_patched_model_compiles_fullgraph(name: str) -> None:
     _compiled_equals_eager(name, slack=SHIFTS_BYTES)
 
 
-@pytest.mark.xfail(strict=True, reason="the packed experts loop over the experts present (torch.unique().tolist(), "
-                   "data-dependent); stock compiles through transformers' grouped_mm instead")
 @pytest.mark.parametrize("name", MOE)
 def test_hf_moe_patched_model_compiles_fullgraph(name: str) -> None:
     _compiled_equals_eager(name, attention=False)

@@ -31,7 +31,7 @@ def _model(name: str, attn: str, checkpointing: bool | None = None) -> nn.Module
     """ARCHS[name] with `attn` attention (and eager experts), gradient checkpointing on if given."""
     model = ARCHS[name].model(attn_implementation=attn)
     if hasattr(model, "set_experts_implementation") and model.config._experts_implementation is not None:
-        model.set_experts_implementation("eager")  # the experts loop the packed router reproduces
+        model.set_experts_implementation("grouped_mm")  # the experts the packed router reproduces
     if checkpointing is not None:
         enable_checkpointing(model, use_reentrant=checkpointing)
     return model

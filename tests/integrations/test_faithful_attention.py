@@ -53,7 +53,7 @@ def _train(model: torch.nn.Module, arch: Arch, steps: int = STEPS) -> list[tuple
 def _pair(arch: Arch, impl: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     reference = arch.model(attn_implementation=impl)
     if hasattr(reference.config, "_experts_implementation") and reference.config._experts_implementation:
-        reference.set_experts_implementation("eager")  # the packed router reproduces eager experts
+        reference.set_experts_implementation("grouped_mm")  # the packed router reproduces grouped_mm experts
     return reference, copy.deepcopy(reference)
 
 

@@ -1,4 +1,4 @@
-"""The packed experts function against transformers' eager experts loop."""
+"""The packed experts function against transformers' grouped_mm experts (its default implementation)."""
 
 from __future__ import annotations
 
@@ -7,84 +7,96 @@ import torch
 
 from bittensor_core import SavedTensorCensus
 from layers import MaskStorage, apply_mask
+from layers.moe import CombineMask, DispatchMask, ExpertBits
 
 pytest.importorskip("transformers")
 
-from transformers import MixtralConfig  # noqa: E402
-from transformers.models.mixtral.modeling_mixtral import MixtralExperts  # noqa: E402
+from transformers.integrations.moe import grouped_mm_experts_forward  # noqa: E402
 
-from integrations.hf_moe import (  # noqa: E402
-    CombineTokens,
-    DispatchTokens,
-    GatherSlots,
-    packed_experts_forward,
-    register_experts,
-)
+from integrations.hf_moe import packed_experts_forward, register_experts  # noqa: E402
 
 TOKENS, EXPERTS, TOP_K, HIDDEN = 40, 4, 2, 16
 
 
-def _experts() -> MixtralExperts:
+def _experts(kind: str = "mixtral") -> torch.nn.Module:
+    """A tiny experts module: Mixtral (gated), GPT-OSS (transposed, biases, own gate), NemotronH (no gate)."""
+    import transformers
+
+    config_cls, module = {
+        "mixtral": ("MixtralConfig", "mixtral.modeling_mixtral.MixtralExperts"),
+        "gpt_oss": ("GptOssConfig", "gpt_oss.modeling_gpt_oss.GptOssExperts"),
+        "nemotron_h": ("NemotronHConfig", "nemotron_h.modeling_nemotron_h.NemotronHExperts"),
+    }[kind]
     torch.manual_seed(0)
-    config = MixtralConfig(hidden_size=HIDDEN, intermediate_size=24, num_local_experts=EXPERTS)
-    config._experts_implementation = "eager"
-    experts = MixtralExperts(config)
+    config = getattr(transformers, config_cls)(
+        hidden_size=HIDDEN, intermediate_size=24, moe_intermediate_size=24, num_local_experts=EXPERTS,
+        n_routed_experts=EXPERTS,
+    )
+    path, cls = module.rsplit(".", 1)
+    experts = getattr(__import__(f"transformers.models.{path}", fromlist=[cls]), cls)(config)
     for weight in experts.parameters():
         torch.nn.init.normal_(weight, std=0.2)
     return experts
 
 
-def _routing(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _run(fn, experts: torch.nn.Module, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
     hidden = torch.randn(TOKENS, HIDDEN, generator=gen, requires_grad=True)
     logits = torch.randn(TOKENS, EXPERTS, generator=gen, requires_grad=True)
     weights, index = logits.softmax(-1).topk(TOP_K, dim=-1)
-    return hidden, index, weights
-
-
-def _run(fn, experts: MixtralExperts, hidden, index, weights):
     with SavedTensorCensus() as census:
         out = fn(experts, hidden, index, weights)
-    params = list(experts.parameters())
-    grads = torch.autograd.grad(out.square().sum(), [hidden, weights, *params])
+    grads = torch.autograd.grad(out.square().sum(), [hidden, logits, *experts.parameters()])
     return out, grads, census
 
 
-def test_packed_experts_match_the_eager_loop_and_save_bits_not_indices() -> None:
-    experts = _experts()
-    eager = type(experts).forward.__wrapped__  # the class's own loop, undecorated
-    hidden, index, weights = _routing()
-    out_e, grads_e, census_e = _run(eager, experts, hidden, index, weights)
-    out_p, grads_p, census_p = _run(packed_experts_forward, experts, hidden, index, weights)
-    assert torch.equal(out_e, out_p)  # same rows, same order, same sums
-    for a, b in zip(grads_e, grads_p, strict=True):
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss", "nemotron_h"])
+def test_packed_experts_equal_grouped_mm_and_save_bits_not_indices(kind: str) -> None:
+    experts = _experts(kind)
+    out_s, grads_s, census_s = _run(grouped_mm_experts_forward, experts)
+    out_p, grads_p, census_p = _run(packed_experts_forward, experts)
+    assert torch.equal(out_s, out_p)  # same ops, same order
+    for a, b in zip(grads_s, grads_p, strict=True):
         assert torch.equal(a, b)
-    # Eager keeps two int64 indices per routed (token, slot) pair; packed keeps one bit mask per expert.
-    assert census_e.bytes_by_dtype[torch.int64] - census_p.bytes_by_dtype[torch.int64] == 16 * TOKENS * TOP_K
-    assert census_p.packed_bytes == index.unique().numel() * TOP_K * -(-TOKENS // 8)
-    assert census_p.bytes_by_dtype[torch.bool] == census_p.packed_bytes
+    # Stock keeps 3 int64 per routed pair (token of each sorted row, order, inverse; + sorted ids
+    # for biases); packed keeps the expert ids at bit_length(E) = 3 bits, a byte per token here.
+    assert census_s.bytes_by_dtype[torch.int64] >= 24 * TOKENS * TOP_K
+    assert torch.int64 not in census_p.bytes_by_dtype
+    assert census_p.packed_bytes == census_p.bytes_by_dtype[torch.bool] == TOKENS
+    floats = census_s.bytes_by_dtype[torch.float32] - census_p.bytes_by_dtype[torch.float32]
+    assert floats == 0
 
 
-def test_expert_parallel_sentinels_are_skipped() -> None:
+def test_expert_parallel_sentinels_add_nothing() -> None:
     """Slot ids == num_experts mean "expert on another rank": they contribute nothing here."""
     experts = _experts()
-    hidden, index, weights = _routing()
+    experts._is_expert_parallel = True  # transformers masks sentinel rows only then (always before 5.2x)
+    gen = torch.Generator().manual_seed(3)
+    hidden, logits = torch.randn(TOKENS, HIDDEN, generator=gen), torch.randn(TOKENS, EXPERTS, generator=gen)
+    weights, index = logits.softmax(-1).topk(TOP_K, dim=-1)
     sentinel = torch.zeros_like(index, dtype=torch.bool)
     sentinel[::3, 1] = True
-    # The eager loop has no sentinels: route those slots to expert 0 with weight 0 instead.
-    eager = type(experts).forward.__wrapped__
+    index, weights = index.masked_fill(sentinel, EXPERTS), weights.masked_fill(sentinel, 0.0)
     with torch.no_grad():
-        expected = eager(experts, hidden, index.masked_fill(sentinel, 0), weights.masked_fill(sentinel, 0.0))
-        got = packed_experts_forward(experts, hidden, index.masked_fill(sentinel, EXPERTS), weights)
+        expected = grouped_mm_experts_forward(experts, hidden, index, weights)
+        got = packed_experts_forward(experts, hidden, index, weights)
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("mask_type, rows", [(DispatchTokens(), 6), (CombineTokens(), 3), (GatherSlots(), 6)])
-def test_routing_mask_types_pass_gradcheck(mask_type, rows: int) -> None:
-    mask = torch.tensor([[True, False, False, True, False, False], [False, False, True, False, False, False]])
-    cols = 2 if isinstance(mask_type, GatherSlots) else 3
-    x = torch.randn(rows, cols, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: apply_mask(mask_type, t, mask=mask), (x,))
+def test_expert_bits_round_trip_and_sentinels() -> None:
+    code = ExpertBits(num_experts=5, top_k=3)  # ids 0..5 in 3 bits, 9 bits per token: 2 bytes
+    ids = torch.tensor([[0, 4, 2], [1, 3, 7]])
+    mask = code.encode(ids)
+    assert mask.shape == (2, 16) and not mask[:, 9:].any()
+    assert torch.equal(code.experts(mask), ids.clamp(max=5))
+
+
+@pytest.mark.parametrize("mask_type, shapes", [(DispatchMask, [(3, 2)]), (CombineMask, [(6, 2), (3, 2)])])
+def test_routing_mask_types_pass_gradcheck(mask_type, shapes) -> None:
+    code = ExpertBits(num_experts=3, top_k=2)
+    mask = code.encode(torch.tensor([[2, 0], [1, 2], [0, 3]]))  # 3: no expert (sorted last)
+    inputs = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    assert torch.autograd.gradcheck(lambda *t: apply_mask(mask_type(code), *t, mask=mask), inputs)
 
 
 def test_register_experts_names_by_width() -> None:

@@ -21,6 +21,7 @@ from layers import (
     packed_attention,
     packed_dropout,
 )
+from layers.moe import Membership
 
 from .helpers import bits_equal, leaf
 
@@ -35,15 +36,16 @@ def seeded(fn, seed: int = 0):
     return call
 
 
-ROUTE = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)  # 4 tokens, 3 experts
+ROUTE = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)  # 4 tokens, 2 of 3 experts
+ROUTING = Membership(num_experts=3, top_k=2)
 
 GRADCHECK_CASES = {
     "dropout": (seeded(lambda x: packed_dropout(x, 0.4)), [(5, 7)]),
     "dropout-seeded-fast": (seeded(lambda x: packed_dropout(x, 0.4, storage="seeded", sampler="fast")), [(5, 7)]),
     "bernoulli-broadcast": (seeded(lambda x: apply_mask(BernoulliMask(0.5, lambda t: (t.shape[0], 1)), x)), [(6, 4)]),
     "attention-probs-dropout": (seeded(lambda p, v: apply_mask(ProbsDropoutMatmul(0.3), p, v)), [(2, 3, 4), (2, 4, 5)]),
-    "moe-dispatch": (lambda x: apply_mask(DispatchMask(), x, mask=ROUTE), [(4, 3)]),
-    "moe-combine": (lambda out, w: apply_mask(CombineMask(), out, w, mask=PackedBool(ROUTE)), [(7, 2), (4, 3)]),
+    "moe-dispatch": (lambda x: apply_mask(DispatchMask(ROUTING), x, mask=ROUTE), [(4, 3)]),
+    "moe-combine": (lambda out, w: apply_mask(CombineMask(ROUTING), out, w, mask=PackedBool(ROUTE)), [(8, 2), (4, 3)]),
     "attention": (seeded(lambda q, k, v: packed_attention(q, k, v, dropout_p=0.3, is_causal=True)), [(1, 2, 3, 4)] * 3),
 }
 
@@ -162,11 +164,11 @@ def test_torch_compile_loss_equals_eager() -> None:
 def test_given_mask_errors() -> None:
     x = torch.randn(4, 3)
     with pytest.raises(PackedBoolTypeError, match="torch.int64"):
-        apply_mask(DispatchMask(), x, mask=ROUTE.long())
+        apply_mask(DispatchMask(ROUTING), x, mask=ROUTE.long())
     with pytest.raises(PackedBoolValueError, match="seeded"):
-        apply_mask(DispatchMask(), x, mask=ROUTE, storage=MaskStorage(storage="seeded"))
+        apply_mask(DispatchMask(ROUTING), x, mask=ROUTE, storage=MaskStorage(storage="seeded"))
     with pytest.raises(PackedBoolTypeError, match="no sample"):
-        apply_mask(DispatchMask(), x)
+        apply_mask(DispatchMask(ROUTING), x)
 
 
 def test_unpack_cached_mask_is_kept_after_backward_use() -> None:

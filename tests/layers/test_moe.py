@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from bittensor_core import PackedBool, PackedBoolValueError
 from layers import PackedMoE, TopKRouter
@@ -20,7 +21,13 @@ def dense_reference(moe: PackedMoE, x: torch.Tensor) -> torch.Tensor:
     chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(moe.router.top_k, -1).indices, True)
     weights = probs * chosen
     weights = weights / weights.sum(-1, keepdim=True)
-    return sum(weights[:, e : e + 1] * expert(tokens) for e, expert in enumerate(moe.experts)).reshape(x.shape)
+    ex = moe.experts
+
+    def expert(e: int) -> torch.Tensor:
+        hidden = ex.act_fn(F.linear(tokens, ex.up_proj[e], ex.up_proj_bias[e]))
+        return F.linear(hidden, ex.down_proj[e], ex.down_proj_bias[e])
+
+    return sum(weights[:, e : e + 1] * expert(e) for e in range(ex.num_experts)).reshape(x.shape)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
