@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from bittensor_core import PackedBool, kernels
-from bittensor_core.layout import last_dim, packed_shape, per_byte
+from bittensor_core import PackedBool, kernels, packed_shape
+from bittensor_core.kernels import torch_ref
+from bittensor_core.layout import last_dim
 
 Shape = torch.Size | tuple[int, ...]
 
@@ -82,7 +82,7 @@ class Mask:
         if _aligned(self.shape, self.bits):
             return self.packed.reshape(-1)
         if torch.compiler.is_compiling():
-            return _pack_flat(self.unpack().reshape(-1), self.bits)
+            return torch_ref.pack_flat(self.unpack().reshape(-1), self.bits)
         return kernels.pack(self.unpack().reshape(-1), self.bits)
 
     @classmethod
@@ -91,33 +91,13 @@ class Mask:
         if _aligned(shape, bits):
             return cls(flat.view(packed_shape(shape, bits)), shape, bits, unpack_mode)
         n = math.prod(shape)
-        plain_flat = _unpack_flat(flat, n, bits) if torch.compiler.is_compiling() else kernels.unpack(flat, (n,), bits)
+        plain_flat = torch_ref.unpack_flat(flat, n, bits) if torch.compiler.is_compiling() else kernels.unpack(flat, (n,), bits)
         return cls.of(plain_flat.view(shape), bits, unpack_mode)
 
 
 def plain(mask: torch.Tensor | Mask) -> torch.Tensor:
     """A bool tensor, `PackedBool` or `Mask` as a plain bool tensor."""
     return mask.unpack() if isinstance(mask, (Mask, PackedBool)) else mask
-
-
-def _pack_flat(flat: torch.Tensor, bits: int) -> torch.Tensor:
-    """`kernels.pack` of a 1-D bool tensor as an OR of shifted fields: the same bytes, and no
-    Python branch on the length, so a compiled graph does not specialise on the batch size."""
-    k = per_byte(bits)
-    fields = F.pad(flat.to(torch.uint8), (0, -flat.shape[0] % k))
-    # shift of each field within its byte, built at the fields' own length: a broadcast against
-    # the (bytes, k) view would guard on the byte count being 1 (and specialise small batches)
-    shifts = (torch.arange(fields.shape[0], device=flat.device) % k * bits).to(torch.uint8)
-    return (fields << shifts).view(-1, k).sum(-1, dtype=torch.uint8)
-
-
-def _unpack_flat(flat: torch.Tensor, n: int, bits: int) -> torch.Tensor:
-    """Inverse of `_pack_flat`: the first `n` elements, as bool."""
-    k = per_byte(bits)
-    slot = torch.arange(flat.shape[0] * k, device=flat.device)
-    spread = flat.index_select(0, slot // k)  # each byte k times (an expand would guard on size 1)
-    shifts = (slot % k * bits).to(torch.uint8)
-    return ((spread >> shifts) & ((1 << bits) - 1) != 0)[:n]
 
 
 def _aligned(shape: Shape, bits: int) -> bool:

@@ -1,4 +1,5 @@
-"""Pure-torch pack / unpack / popcount: any device, traceable by torch.compile.
+"""Pure-torch pack / unpack / popcount: any device, traceable by torch.compile (`pack_flat` /
+`unpack_flat`: the same bytes for 1-D masks with no size guard, for compiled code).
 
 Each is a handful of whole-tensor ops (no per-element Python loop, no 8-pass shift-and-sum);
 this is also the reference the faster per-device kernels are tested against, bit for bit. The
@@ -51,6 +52,26 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
         flat = flat[..., :cols]
     # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
     return (flat != 0).reshape(shape)
+
+
+def pack_flat(flat: torch.Tensor, bits: int) -> torch.Tensor:
+    """`kernels.pack` of a 1-D bool tensor as an OR of shifted fields: the same bytes, and no
+    Python branch on the length, so a compiled graph does not specialise on the batch size."""
+    k = per_byte(bits)
+    fields = F.pad(flat.to(torch.uint8), (0, -flat.shape[0] % k))
+    # shift of each field within its byte, built at the fields' own length: a broadcast against
+    # the (bytes, k) view would guard on the byte count being 1 (and specialise small batches)
+    shifts = (torch.arange(fields.shape[0], device=flat.device) % k * bits).to(torch.uint8)
+    return (fields << shifts).view(-1, k).sum(-1, dtype=torch.uint8)
+
+
+def unpack_flat(flat: torch.Tensor, n: int, bits: int) -> torch.Tensor:
+    """Inverse of `pack_flat`: the first `n` elements, as bool."""
+    k = per_byte(bits)
+    slot = torch.arange(flat.shape[0] * k, device=flat.device)
+    spread = flat.index_select(0, slot // k)  # each byte k times (an expand would guard on size 1)
+    shifts = (slot % k * bits).to(torch.uint8)
+    return ((spread >> shifts) & ((1 << bits) - 1) != 0)[:n]
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

@@ -91,3 +91,12 @@ def test_meta_and_sparse_inputs() -> None:
     assert meta.device.type == "meta" and meta.packed.shape == (4, 2)
     mask = torch.rand(4, 10) < 0.3
     assert torch.equal(PackedBool(mask.to_sparse()).unpack(), mask)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 33])
+def test_flat_pack_for_compiled_code_is_the_same_bytes(bits: int, n: int) -> None:
+    flat = torch.rand(n) < 0.5
+    packed = torch_ref.pack_flat(flat, bits)
+    assert torch.equal(packed, torch_ref.pack(flat, bits))
+    assert torch.equal(torch_ref.unpack_flat(packed, n, bits), flat)

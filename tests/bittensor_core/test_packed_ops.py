@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -221,3 +224,10 @@ def test_on_fallback_is_silent_by_default() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(PackedBool(torch.ones(2, 3, dtype=torch.bool)).t().unpack(), torch.ones(3, 2, dtype=torch.bool))
+
+
+def test_on_fallback_default_comes_from_the_environment() -> None:
+    code = "import torch, bittensor_core as bc; bc.PackedBool(torch.ones(2, 3, dtype=torch.bool)).t()"
+    env = {**os.environ, "PACKEDBOOL_ON_FALLBACK": "raise"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "UnpackFallbackError" in done.stderr and "aten.t.default" in done.stderr
