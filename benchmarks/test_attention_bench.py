@@ -32,8 +32,8 @@ SWEEP = (128, 256, 512, 1024, 2048)
 
 
 def _minilm(variant: str) -> nn.Module:
+    from benchmarks.sources import SourceUnavailableError
     from integrations.huggingface import patch_model
-    from integrations.sources import SourceUnavailableError
 
     try:
         torch.manual_seed(0)  # the fresh classification head

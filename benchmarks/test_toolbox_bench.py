@@ -35,7 +35,7 @@ BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
 def test_toolbox_step(benchmark, variant: str) -> None:
     pytest.importorskip("transformers")
     batch_size, seq_len = (BATCH, SEQ_LEN) if benchmark.enabled else (BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED)
-    from integrations.sources import SourceUnavailableError
+    from benchmarks.sources import SourceUnavailableError
 
     try:
         model = build(variant)

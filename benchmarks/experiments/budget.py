@@ -47,6 +47,11 @@ class Search:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Search:
+        """The inverse of `as_dict` (a search read back from a results file)."""
+        return cls(**(data | {"probes": [Probe(**p) for p in data["probes"]]}))
+
 
 def _crossing(a: Probe, b: Probe, budget: int) -> int | None:
     """Largest size under the budget on the line through probes a and b (None if it does not rise)."""

@@ -1,19 +1,24 @@
-"""exp-1: fine-tune a real model on real sentences once per variation and seed, and measure.
+"""exp-1: train real models on real data once per variation and seed, and measure.
 
-Per run: the loss at every step, step times (median after warm-up) and throughput, the final
-validation accuracy and F1, the cosine similarity of the first step's gradient with the
-baseline's (same seed, same batch), and, after training, one tracked step: peak memory, bytes
-saved for backward, stored mask bytes, and the saved bytes dropout adds.
+Two tasks (`tasks`): all-MiniLM-L6-v2 fine-tuned on the Rotten Tomatoes sentences, and a small
+ViT trained from scratch on the digits images. Per run: the loss at every step, the validation
+accuracy at `val_points` points (the curve), the final model's test accuracy and F1 (fixed-step
+rule: the model after the last step is the one evaluated, no early stopping), step times and
+throughput, the cosine similarity of the first step's gradient with the baseline's (same seed,
+same batch), and, after training, one tracked step: peak memory, bytes saved for backward, stored
+mask bytes, and the saved bytes dropout adds.
 
 Every variation of a seed starts from the same weights, sees the same batches in the same order
 and draws dropout from the same seed; the baseline runs first, the others in an order rotated
 per seed. Speed is also measured apart, interleaved: `timing_rounds` rounds, each switching the
 model through every variation (rotated order) for one warm-up and `timing_steps` timed steps,
-so a change in the machine's load hits every variation alike.
+so a change in the machine's load hits every variation alike. Each run and each timing is a
+JSON file of its own when a `RunStore` is given: a restarted run redoes only what is missing.
 
 Example:
     >>> result = run_exp1(Exp1Settings.quick())
-    >>> result["runs"][0]["variation"], result["runs"][0]["val"]["accuracy"]
+    >>> run = result["tasks"]["text"]["runs"][0]
+    >>> run["variation"], run["test"]["accuracy"]
 """
 
 from __future__ import annotations
@@ -26,163 +31,236 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.memory import saved_bytes
+from bittensor_core.errors import PackedBoolValueError
 
 from .machine import machine_info
 from .probes import dropout_saved_bytes, step_memory, timed_step
+from .resume import RunStore
 from .stats import cosine
-from .training import evaluate, flat_grad, load_data, load_model, reset_head
+from .tasks import Task, image_task, text_task
+from .training import evaluate, flat_grad
 from .variations import BOOL_REFERENCE, Variation, applied, parse_variations
 
 __all__ = ["Exp1Settings", "run_exp1"]
 
-DEFAULT_VARIATIONS = ("packed-1bit-lazy", "packed-1bit-cached", "packed-2bit", "packed-4bit", "seeded-0bit")
+DEFAULT_VARIATIONS = (
+    "packed-1bit-lazy", "packed-1bit-cached", "packed-4bit", "seeded-0bit", "packed-1bit-fast",
+)
+TASKS = {"text": text_task, "image": image_task}
 
 
 @dataclass
 class Exp1Settings:
-    """What exp-1 runs. `quick()` takes minutes on 2 CPU cores; `full()` is the study-sized run."""
+    """What exp-1 runs; the defaults are the `standard()` profile.
+
+    `quick()`: minutes on 2 CPU cores, 10 steps, chance-level accuracy (a smoke run; baseline
+    attention ``eager``, the arithmetic packed attention reproduces, so curves are bit-identical).
+    `standard()`: about half an hour on 2 CPU cores, real accuracy: 4,000 / 500 / 1,000 sentences
+    (train / val / test), seq 64, batch 32, one epoch; the ViT 20 epochs on 1,297 / 200 / 300
+    digits; 3 seeds; baseline attention ``sdpa``, the model's stock default. `full()`: every
+    training sentence, 3 epochs, 5 seeds. `steps`, when set, replaces the epoch count of both tasks.
+    """
 
     model: str = "all-MiniLM-L6-v2"
     dataset: str = "rotten-tomatoes-vader"
-    seq_len: int = 128
+    seq_len: int = 64
     batch_size: int = 32
-    steps: int = 300
+    epochs: float = 1.0
+    steps: int | None = None
     warmup: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_limit: int | None = None
-    val_limit: int | None = None
+    train_limit: int | None = 4000
+    val_limit: int | None = 500
+    test_limit: int | None = 1000
+    held_out: float = 0.15
     lr: float = 5e-5
     eval_batch: int = 128
-    timing_rounds: int = 5
-    timing_steps: int = 5
+    val_points: int = 4
+    tasks: tuple[str, ...] = ("text", "image")
+    image_epochs: float = 20.0
+    image_batch: int = 64
+    image_lr: float = 2e-3
+    timing_rounds: int = 3
+    timing_steps: int = 4
     variations: tuple[str, ...] = DEFAULT_VARIATIONS
-    baseline_attn: str = "eager"
+    baseline_attn: str = "sdpa"
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise PackedBoolValueError(f"unknown exp-1 task(s) {unknown}; choose from {list(TASKS)}.")
 
     @classmethod
     def quick(cls, **overrides: Any) -> Exp1Settings:
-        base = dict(seq_len=64, batch_size=16, steps=10, warmup=2, seeds=(0, 1), train_limit=16 * 10,
-                    val_limit=256, lr=2e-4, timing_rounds=3, timing_steps=3)
+        base = dict(batch_size=16, steps=10, warmup=2, seeds=(0, 1), train_limit=16 * 10, val_limit=256,
+                    test_limit=256, held_out=0.1, lr=2e-4, val_points=2, timing_rounds=3, timing_steps=3,
+                    baseline_attn="eager")
         return cls(**(base | overrides))
 
     @classmethod
-    def full(cls, **overrides: Any) -> Exp1Settings:
+    def standard(cls, **overrides: Any) -> Exp1Settings:
         return cls(**overrides)
 
+    @classmethod
+    def full(cls, **overrides: Any) -> Exp1Settings:
+        base = dict(train_limit=None, epochs=3.0, seeds=(0, 1, 2, 3, 4), image_epochs=30.0, timing_rounds=5,
+                    timing_steps=5)
+        return cls(**(base | overrides))
 
-def _first_step_grad(model: torch.nn.Module, box: dict[str, torch.Tensor]) -> None:
-    box["grad"] = flat_grad(model)
+
+def _first_grad(task: Task, seed: int) -> torch.Tensor:
+    """The baseline's first-step gradient of `seed` (when its run was read from disk)."""
+    task.start(seed)
+    task.model.train()
+    torch.manual_seed(seed)
+    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed))
+    task.model(**task.train.batch(order[:task.batch_size], _device(task))).loss.backward()
+    grad = flat_grad(task.model)
+    task.model.zero_grad(set_to_none=True)
+    return grad
+
+
+def _device(task: Task) -> str:
+    return task.config["device"]
 
 
 def _one_run(
-    s: Exp1Settings, model: torch.nn.Module, base_state: dict[str, torch.Tensor], train: Any, val: Any,
-    variation: Variation, seed: int, baseline_grad: torch.Tensor | None, bar: tqdm,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    model.load_state_dict(base_state)
-    reset_head(model, seed)
+    task: Task, variation: Variation, seed: int, baseline_grad: dict[int, torch.Tensor], bar: tqdm,
+) -> dict[str, Any]:
+    """Train `task` from seed's start with `variation`; evaluate; measure one step's memory."""
+    model, device = task.model, _device(task)
+    task.start(seed)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    losses, times, box = [], [], {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr)
+    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed))
+    losses, times, val_curve, box = [], [], [], {}
     with applied(model, variation) as patched:
-        torch.manual_seed(seed)  # the dropout stream
-        for step in range(s.steps):
-            index = order[torch.arange(step * s.batch_size, (step + 1) * s.batch_size) % len(train)]
-            batch = train.batch(index, s.device)
-            hook = (lambda: _first_step_grad(model, box)) if step == 0 else None
-            loss, seconds = timed_step(model, optimizer, batch, s.device, on_grad=hook)
+        torch.manual_seed(seed)  # the dropout stream; evaluation (eval mode) draws nothing from it
+        for step in range(task.steps):
+            index = order[torch.arange(step * task.batch_size, (step + 1) * task.batch_size) % len(task.train)]
+            batch = task.train.batch(index, device)
+            hook = (lambda: box.setdefault("grad", flat_grad(model))) if step == 0 else None
+            loss, seconds = timed_step(model, optimizer, batch, device, on_grad=hook)
             losses.append(loss)
             times.append(seconds)
+            if (step + 1) % task.eval_every == 0 or step + 1 == task.steps:
+                val_curve.append([step + 1, evaluate(model, task.val, task.config["eval_batch"], device)["accuracy"]])
             bar.update(1)
-        scores = evaluate(model, val, s.eval_batch, s.device)
-        memory = step_memory(model, optimizer, batch, s.device)
+        test = evaluate(model, task.test, task.config["eval_batch"], device)
+        memory = step_memory(model, optimizer, batch, device)
         dropout_bytes = dropout_saved_bytes(model, batch)
         bar.update(1)
     grad = box["grad"]
-    timed = times[s.warmup:] or times
-    run = {
+    if variation.is_baseline:
+        baseline_grad[seed] = grad
+    elif seed not in baseline_grad:
+        baseline_grad[seed] = _first_grad(task, seed)
+    reference = baseline_grad[seed]
+    timed = times[task.config["warmup"]:] or times
+    return {
         "variation": variation.name,
         "seed": seed,
         "patched": patched,
         "losses": losses,
         "step_times_s": times,
         "median_step_s": median(timed),
-        "throughput_samples_s": s.batch_size / median(timed),
-        "val": scores,
+        "throughput_samples_s": task.batch_size / median(timed),
+        "val_curve": val_curve,
+        "val": {"accuracy": val_curve[-1][1]},
+        "test": test,
         "memory": memory.as_dict(),
         "dropout_saved_bytes": dropout_bytes,
-        "grad_cosine": 1.0 if baseline_grad is None else cosine(grad, baseline_grad),
-        "grad_identical": baseline_grad is None or torch.equal(grad, baseline_grad),
+        "grad_cosine": cosine(grad, reference),
+        "grad_identical": torch.equal(grad, reference),
     }
-    return run, grad
 
 
 def _interleaved_times(
-    s: Exp1Settings, model: torch.nn.Module, base_state: dict[str, torch.Tensor], train: Any,
-    variations: list[Variation], bar: tqdm,
+    task: Task, variations: list[Variation], rounds: int, steps: int, bar: tqdm,
 ) -> dict[str, list[float]]:
     """Step seconds per variation, measured round-robin on one model and one batch."""
-    model.load_state_dict(base_state)
+    model, device = task.model, _device(task)
+    task.start(0)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr)
-    batch = train.batch(range(s.batch_size), s.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr)
+    batch = task.train.batch(range(task.batch_size), device)
     times: dict[str, list[float]] = {v.name: [] for v in variations}
     torch.manual_seed(0)
-    for r in range(s.timing_rounds):
+    for r in range(rounds):
         shift = r % len(variations)
         for variation in variations[shift:] + variations[:shift]:
-            bar.set_postfix_str(f"timing round {r + 1} {variation.name}")
+            bar.set_postfix_str(f"{task.name}: timing round {r + 1} {variation.name}")
             with applied(model, variation):
-                timed_step(model, optimizer, batch, s.device)  # first step after switching: not timed
-                for _ in range(s.timing_steps):
-                    times[variation.name].append(timed_step(model, optimizer, batch, s.device)[1])
+                timed_step(model, optimizer, batch, device)  # first step after switching: not timed
+                for _ in range(steps):
+                    times[variation.name].append(timed_step(model, optimizer, batch, device)[1])
                     bar.update(1)
     return times
 
 
-def _mask_elements(s: Exp1Settings, model: torch.nn.Module, train: Any) -> int:
+def _mask_elements(task: Task) -> int:
     """Mask elements per step: the bytes of every mask stored at 8 bits (one byte each)."""
-    batch = train.batch(range(s.batch_size), s.device)
-    with applied(model, BOOL_REFERENCE):
-        _, census = saved_bytes(lambda: model(**batch).loss)
+    batch = task.train.batch(range(task.batch_size), _device(task))
+    with applied(task.model, BOOL_REFERENCE):
+        _, census = saved_bytes(lambda: task.model(**batch).loss)
     # Masks are PackedBools, or plain packed uint8 rows (the attention core's dropout bits): as
     # `probes.step_memory` counts mask_bytes.
     return census.packed_bytes + census.bytes_by_dtype.get(torch.uint8, 0)
 
 
-def run_exp1(s: Exp1Settings, *, progress: bool = True) -> dict[str, Any]:
-    """Run every variation x seed, then the interleaved timing; return settings, machine, mask
-    element count, the runs and the interleaved step times."""
-    variations = parse_variations(list(s.variations))
-    steps = len(variations) * (len(s.seeds) * (s.steps + 1) + s.timing_rounds * s.timing_steps)
-    bar = tqdm(total=steps, desc="exp-1", unit="step", disable=not progress)
-    bar.set_postfix_str("loading model and data")
-    model, tokenizer = load_model(s.model)
-    model.set_attn_implementation(s.baseline_attn)
-    model.to(s.device)
-    train, val = load_data(tokenizer, s.dataset, seq_len=s.seq_len, train_limit=s.train_limit, val_limit=s.val_limit)
-    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    runs = []
+def _run_task(s: Exp1Settings, task: Task, variations: list[Variation], store: RunStore, bar: tqdm) -> dict[str, Any]:
+    runs, baseline_grad = [], {}
     for i, seed in enumerate(s.seeds):
         others = variations[1:]
         shift = i % len(others) if others else 0
-        baseline_grad = None
         for variation in [variations[0], *others[shift:], *others[:shift]]:
-            bar.set_postfix_str(f"seed {seed} {variation.name}")
-            run, grad = _one_run(s, model, base_state, train, val, variation, seed, baseline_grad, bar)
-            baseline_grad = grad if variation.is_baseline else baseline_grad
-            runs.append(run)
-    timing = _interleaved_times(s, model, base_state, train, variations, bar)
-    bar.set_postfix_str("mask census")
-    elements = _mask_elements(s, model, train)
+            bar.set_postfix_str(f"{task.name}: seed {seed} {variation.name}")
+            before = len(store.computed)
+            runs.append(store.get(f"exp-1/{task.name}/{variation.name}-seed{seed}", task.config,
+                                  lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar)))
+            if len(store.computed) == before:
+                bar.update(task.steps + 1)  # read from disk
+    timing_config = task.config | {"variations": [v.name for v in variations], "rounds": s.timing_rounds,
+                                   "timing_steps": s.timing_steps}
+    before = len(store.computed)
+    timing = store.get(f"exp-1/{task.name}/timing", timing_config,
+                       lambda: _interleaved_times(task, variations, s.timing_rounds, s.timing_steps, bar))
+    if len(store.computed) == before:
+        bar.update(len(variations) * s.timing_rounds * s.timing_steps)
+    bar.set_postfix_str(f"{task.name}: mask census")
+    return {
+        "task": task.name,
+        "model": type(task.model).__name__,
+        "config": task.config,
+        "batch_size": task.batch_size,
+        "steps": task.steps,
+        "train_size": len(task.train),
+        "val_size": len(task.val),
+        "test_size": len(task.test),
+        "mask_elements_per_step": _mask_elements(task),
+        "runs": runs,
+        "interleaved_step_s": timing,
+    }
+
+
+def run_exp1(s: Exp1Settings, *, progress: bool = True, store: RunStore | None = None) -> dict[str, Any]:
+    """Run every task x variation x seed, then each task's interleaved timing; return settings,
+    machine and per task its runs, interleaved step times and mask element count. Runs found in
+    `store` with the same settings are read instead of run."""
+    store = store or RunStore(None)
+    variations = parse_variations(list(s.variations))
+    bar = tqdm(total=0, desc="exp-1", unit="step", disable=not progress)
+    results = {}
+    for name in s.tasks:
+        bar.set_postfix_str(f"{name}: loading model and data")
+        task = TASKS[name](s)
+        bar.total += len(variations) * (len(s.seeds) * (task.steps + 1) + s.timing_rounds * s.timing_steps)
+        results[name] = _run_task(s, task, variations, store, bar)
     bar.close()
     return {
         "experiment": "exp-1",
         "settings": asdict(s),
         "machine": machine_info(s.device),
-        "train_size": len(train),
-        "val_size": len(val),
-        "mask_elements_per_step": elements,
-        "runs": runs,
-        "interleaved_step_s": timing,
+        "tasks": results,
     }

@@ -9,6 +9,16 @@ step (peak memory and saved bytes) after the optimizer state exists.
 - budget: the largest batch (at `search_seq`) and the largest length (multiples of `seq_step`, at
   `search_batch`) whose step peaks under `budget_mb`, per variation; then a configuration that
   fits packed but not baseline, both measured.
+- systems: what a user short of memory would otherwise pick, on the real pretrained model
+  (`benchmarks.toolbox` variants: gradient checkpointing, torch.compile, bf16 autocast, each alone
+  and with packing, packing alone, stock): peak bytes, bytes retained after the forward (a
+  saved-tensor census cannot see inside checkpoints or compiled graphs) and step time, timed in
+  interleaved rounds; then the largest batch each fits under `system_budget_mb`. The compiled
+  variants are left out of that search: torch.compile specialises on shapes, so every probed
+  batch would recompile (minutes each on 2 CPU cores), and ``dynamic=True`` compiles other code.
+
+Every variation's sweeps and searches, the systems timing and each system's search are stored
+as their own JSON file when a `RunStore` is given: a restarted run redoes only what is missing.
 
 Example:
     >>> result = run_exp2(Exp2Settings.quick())
@@ -23,9 +33,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .budget import largest_fitting
+from .budget import Search, largest_fitting
 from .machine import machine_info
 from .probes import step_memory
+from .resume import RunStore
 from .training import model_from_config, random_batch, train_step
 from .variations import BASELINE, Variation, applied, parse_variations
 
@@ -37,7 +48,8 @@ SEARCH_STEPS_GUESS = 6  # a budget search usually measures 4 to 8 steps (progres
 
 @dataclass
 class Exp2Settings:
-    """What exp-2 measures. `quick()` takes a couple of minutes on 2 CPU cores."""
+    """What exp-2 measures; the defaults are `standard()` (= `full()`), about 15 min on 2 CPU cores.
+    `quick()` takes a few minutes (its systems: stock, packing, checkpointing, AMP; no compile)."""
 
     model: str = "all-MiniLM-L6-v2"
     seq_lens: tuple[int, ...] = (128, 256, 512, 1024)
@@ -51,14 +63,27 @@ class Exp2Settings:
     max_batch: int = 512
     max_seq: int = 4096
     variations: tuple[str, ...] = ("packed-1bit-lazy",)
-    baseline_attn: str = "eager"
+    baseline_attn: str = "sdpa"
+    systems: tuple[str, ...] = ("native", "patch", "checkpointing", "checkpointing+patch", "compile", "compile+patch",
+                                "amp", "amp+patch")
+    system_batch: int = 16
+    system_seq: int = 128
+    system_rounds: int = 5
+    system_budget_mb: float = 1024.0
+    system_max_batch: int = 256
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
     @classmethod
     def quick(cls, **overrides: Any) -> Exp2Settings:
         base = dict(seq_lens=(128, 256, 512), seq_batch=2, batch_sizes=(2, 4, 8), batch_seq=64, budget_mb=480.0,
-                    search_seq=64, search_batch=2, seq_step=32, max_batch=64, max_seq=512)
+                    search_seq=64, search_batch=2, seq_step=32, max_batch=64, max_seq=512, baseline_attn="eager",
+                    systems=("native", "patch", "checkpointing+patch", "amp", "amp+patch"), system_batch=4,
+                    system_seq=64, system_rounds=3, system_budget_mb=480.0, system_max_batch=64)
         return cls(**(base | overrides))
+
+    @classmethod
+    def standard(cls, **overrides: Any) -> Exp2Settings:
+        return cls(**overrides)
 
     @classmethod
     def full(cls, **overrides: Any) -> Exp2Settings:
@@ -147,20 +172,66 @@ def _showcase(bench: _Bench, searches: dict[str, dict[str, Any]], packed: str, b
     return cases
 
 
-def run_exp2(s: Exp2Settings, *, progress: bool = True) -> dict[str, Any]:
-    """Sweeps, budget searches and showcases for the baseline and each packed variation."""
+def _system_search(s: Exp2Settings, name: str, budget: int) -> Search:
+    """Largest batch at `system_seq` whose tracked step of toolbox variant `name` fits `budget`."""
+    from benchmarks.toolbox import build
+
+    model = build(name, s.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # weights fixed, optimizer state real
+    train_step(model, optimizer, random_batch(model.config.vocab_size, 1, 8, device=s.device))
+
+    def peak_of(batch: int) -> int | None:
+        try:
+            data = random_batch(model.config.vocab_size, batch, s.system_seq, device=s.device)
+            return step_memory(model, optimizer, data, s.device).peak_bytes
+        except torch.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            return None
+
+    return largest_fitting(peak_of, budget, 1, s.system_max_batch)
+
+
+def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> dict[str, Any]:
+    """Interleaved timing and memory of every toolbox variant in `s.systems`, then its budget search."""
+    from benchmarks.toolbox import interleaved
+
+    config = {k: getattr(s, k) for k in ("systems", "system_batch", "system_seq", "system_rounds", "device")}
+    rows = store.get("exp-2/systems/interleaved", config, lambda: interleaved(
+        list(s.systems), s.system_batch, s.system_seq, s.system_rounds, device=s.device, progress=progress))
+    budget = int(s.system_budget_mb * MIB)
+    searches = {}
+    for name in tqdm([n for n in s.systems if "compile" not in n], desc="exp-2 systems budget", disable=not progress):
+        search_config = {"variant": name, "seq": s.system_seq, "budget_mb": s.system_budget_mb,
+                         "max_batch": s.system_max_batch, "device": s.device}
+        searches[name] = store.get(f"exp-2/systems/budget-{name}", search_config,
+                                   lambda n=name: _system_search(s, n, budget).as_dict())
+    return {"rows": rows, "budget_bytes": budget, "search": searches,
+            "not_searched": [n for n in s.systems if "compile" in n]}
+
+
+def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None = None) -> dict[str, Any]:
+    """Sweeps, budget searches and showcases for the baseline and each packed variation, then the
+    system comparison; parts found in `store` with the same settings are read instead of run."""
+    store = store or RunStore(None)
     variations = parse_variations(list(s.variations))
     budget = int(s.budget_mb * MIB)
     per_variation = len(s.seq_lens) + len(s.batch_sizes) + 2 * SEARCH_STEPS_GUESS
     bar = tqdm(total=len(variations) * per_variation, desc="exp-2", unit="step", disable=not progress)
     bench = _Bench(s, bar)
+    config = {k: v for k, v in asdict(s).items() if k != "variations" and not k.startswith("system")}
     points, searches = [], {"batch": {}, "seq": {}}
     for variation in variations:
-        with applied(bench.model, variation):
-            bench.variation = variation.name
-            points += _sweeps(bench, variation)
-            for kind, search in _searches(bench, budget).items():
-                searches[kind][variation.name] = search
+        def measure(v: Variation = variation) -> dict[str, Any]:
+            with applied(bench.model, v):
+                bench.variation = v.name
+                return {"points": _sweeps(bench, v),
+                        "search": {kind: r.as_dict() for kind, r in _searches(bench, budget).items()}}
+
+        part = store.get(f"exp-2/scaling/{variation.name}", config, measure)
+        points += part["points"]
+        for kind, search in part["search"].items():
+            searches[kind][variation.name] = Search.from_dict(search)
     showcase = []
     for variation in variations[1:]:
         showcase += _showcase(bench, searches, variation.name, budget)
@@ -176,4 +247,5 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True) -> dict[str, Any]:
         "points": points,
         "search": {kind: {name: r.as_dict() for name, r in by_name.items()} for kind, by_name in searches.items()},
         "showcase": showcase,
+        "systems": _systems(s, store, progress) if s.systems else {},
     }

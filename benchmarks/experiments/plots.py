@@ -15,10 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from .analysis import exp1_rows  # noqa: E402
+from .analysis import exp1_rows, pareto_front  # noqa: E402
 from .variations import BASELINE  # noqa: E402
 
-__all__ = ["PLOTS", "loss_curves", "max_size", "memory_vs_batch", "memory_vs_seq", "throughput"]
+__all__ = ["PLOTS", "loss_curves", "max_size", "memory_vs_batch", "memory_vs_seq", "pareto", "throughput"]
 
 MIB = 2**20
 _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
@@ -66,33 +66,61 @@ def memory_vs_batch(exp2: dict[str, Any], path: Path) -> Path | None:
 
 
 def loss_curves(exp1: dict[str, Any], path: Path) -> Path | None:
-    """Training loss per step, every variation and seed overlaid (identical curves coincide)."""
-    runs = exp1["runs"]
-    if not runs:
+    """Per task (columns): training loss per step (top) and validation accuracy (bottom), every
+    variation and seed overlaid (identical curves coincide)."""
+    tasks = {name: t for name, t in exp1["tasks"].items() if t["runs"]}
+    if not tasks:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = _variations(runs)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(7 * len(tasks), 7), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, name in enumerate(names):
-        for j, run in enumerate(r for r in runs if r["variation"] == name):
-            ax.plot(range(1, len(run["losses"]) + 1), run["losses"], ls=_STYLES[i % 6], color=colors[j % len(colors)],
-                    lw=2.5 if name == BASELINE else 1.2, alpha=0.8, label=f"{name} (seed {run['seed']})")
-    ax.set(xlabel="step", ylabel="training loss", title="loss curves (colour: seed, line style: variation)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    for col, (task_name, task) in enumerate(tasks.items()):
+        ax_loss, ax_val = axes[0][col], axes[1][col]
+        for i, name in enumerate(_variations(task["runs"])):
+            for j, run in enumerate(r for r in task["runs"] if r["variation"] == name):
+                style = dict(ls=_STYLES[i % 6], color=colors[j % len(colors)], lw=2.5 if name == BASELINE else 1.2,
+                             alpha=0.8, label=f"{name} (seed {run['seed']})")
+                ax_loss.plot(range(1, len(run["losses"]) + 1), run["losses"], **style)
+                ax_val.plot(*zip(*run["val_curve"], strict=True), marker=".", **style)
+        ax_loss.set(xlabel="step", ylabel="training loss", title=f"{task_name}: loss (colour: seed, style: variation)")
+        ax_val.set(xlabel="step", ylabel="validation accuracy", title=f"{task_name}: validation accuracy")
+        for ax in (ax_loss, ax_val):
+            ax.grid(alpha=0.3)
+        ax_loss.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
 
 def throughput(exp1: dict[str, Any], path: Path) -> Path | None:
-    """Training throughput (samples/s, mean +/- std over steps after warm-up) per variation."""
-    rows = exp1_rows(exp1)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = [r["variation"] for r in rows]
-    ax.bar(names, [r["throughput"]["mean"] for r in rows], yerr=[r["throughput"]["std"] for r in rows], capsize=4,
-           color=["grey" if n == BASELINE else "tab:blue" for n in names])
-    ax.set(ylabel="samples / s", title=f"training throughput ({exp1['machine']['device']})")
-    ax.tick_params(axis="x", rotation=30)
-    ax.grid(axis="y", alpha=0.3)
+    """Training throughput (samples/s, mean +/- std over interleaved steps) per variation, per task."""
+    tasks = exp1["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4), squeeze=False)
+    for ax, (task_name, task) in zip(axes[0], tasks.items(), strict=True):
+        rows = exp1_rows(task)
+        names = [r["variation"] for r in rows]
+        ax.bar(names, [r["throughput"]["mean"] for r in rows], yerr=[r["throughput"]["std"] for r in rows], capsize=4,
+               color=["grey" if n == BASELINE else "tab:blue" for n in names])
+        ax.set(ylabel="samples / s", title=f"{task_name}: training throughput ({exp1['machine']['device']})")
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def pareto(exp2: dict[str, Any], path: Path) -> Path | None:
+    """Peak memory (x) vs median step time (y) of each system variant, labelled, Pareto front drawn."""
+    rows = (exp2.get("systems") or {}).get("rows")
+    if not rows:
+        return None
+    points = [(r["peak_bytes"] / MIB, r["median_s"]) for r in rows]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (row, (x, y)) in enumerate(zip(rows, points, strict=True)):
+        ax.scatter(x, y, color="tab:red" if i in front else "tab:blue", zorder=3)
+        ax.annotate(row["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.plot(*zip(*(points[i] for i in front), strict=True), color="tab:red", ls="--", label="Pareto front")
+    s = exp2["settings"]
+    ax.set(xlabel="peak memory per training step (MiB)", ylabel="median step time (s)",
+           title=f"memory vs time, batch {s['system_batch']} seq {s['system_seq']} ({exp2['machine']['device']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
     return _save(fig, path)
 
 
@@ -121,6 +149,7 @@ PLOTS = {
     "memory_vs_seq.png": ("exp-2", memory_vs_seq),
     "memory_vs_batch.png": ("exp-2", memory_vs_batch),
     "max_size.png": ("exp-2", max_size),
+    "pareto.png": ("exp-2", pareto),
     "loss_curves.png": ("exp-1", loss_curves),
     "throughput.png": ("exp-1", throughput),
 }

@@ -1,5 +1,5 @@
-"""Write an output folder: report.md (executive summary, verdicts, tables, plots), results.json and
-CSV files, from the results of `run_exp1` / `run_exp2`.
+"""Write an output folder: report.md (opening with the verdict per success criterion, then tables
+and plots), results.json and CSV files, from the results of `run_exp1` / `run_exp2`.
 
 Example:
     >>> write_report({"exp-1": r1, "exp-2": r2}, Path("results/quick"), command="python -m ...")
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .analysis import criteria, exp1_rows, exp2_rows, hypotheses
+from .analysis import criteria, exp1_rows, exp2_rows, hypotheses, pareto_front
 from .variations import BASELINE
 
 __all__ = ["write_report"]
@@ -60,26 +60,37 @@ def _machine(m: dict[str, Any]) -> str:
 
 # ---- sections -------------------------------------------------------------------------------------
 def _summary_section(results: dict[str, Any]) -> list[str]:
-    lines = ["## Executive summary", "", "Success criteria of the study, as measured in this run:", ""]
-    lines += _table(["criterion", "target", "measured", "status", "from"],
-                    [[c["criterion"], c["target"], c["measured"], f"**{c['status']}**", c["source"]]
+    lines = ["## Verdict per success criterion of the study", "",
+             "The study's criteria (docs/study.md), as measured in this run; NOT RUN: not measured by this run, the",
+             "command names the tests that check it.", ""]
+    lines += _table(["criterion", "target", "measured", "status", "from", "reproduce"],
+                    [[c["criterion"], c["target"], c["measured"], f"**{c['status']}**", c["source"], _command(c["command"])]
                      for c in criteria(results)])
-    lines += ["", "Not measured by this runner (see the test suite): gradcheck of every layer, torch.compile / DDP / AMP,",
-              "one-line integration (used here: every packed variation is one `patch_model` call).", "",
+    lines += ["", "One-line integration: every packed variation here is one `patch_model` call.", "",
               "## Verdict per hypothesis", ""]
     lines += _table(["hypothesis", "verdict", "evidence"],
                     [[h["hypothesis"], f"**{h['verdict']}**", h["evidence"]] for h in hypotheses(results)])
     return lines + [""]
 
 
-def _exp1_section(exp1: dict[str, Any], plots: dict[str, Path]) -> list[str]:
-    s, rows = exp1["settings"], exp1_rows(exp1)
+def _command(text: str) -> str:
+    return "; ".join(f"`{c}`" if c.startswith("python") else c for c in text.split("; "))
+
+
+def _sigma(value: float | None) -> str:
+    return "σ=0" if value is None else f"{value:.2f}"
+
+
+def _task_section(exp1: dict[str, Any], task: dict[str, Any]) -> list[str]:
+    s, c, rows = exp1["settings"], task["config"], exp1_rows(task)
+    what = (f"`{s['model']}` fine-tuned on `{s['dataset']}`, seq {s['seq_len']}" if task["task"] == "text"
+            else "a ViT (image 8, patch 2, hidden 64, 4 layers, dropout 0.1) trained from scratch on the digits")
     lines = [
-        "## exp-1: fine-tuning, every variation x seed", "",
-        f"Model `{s['model']}` on `{s['dataset']}` ({exp1['train_size']} train / {exp1['val_size']} val examples), "
-        f"seq {s['seq_len']}, batch {s['batch_size']}, {s['steps']} steps (first {s['warmup']} not timed), "
-        f"AdamW lr {s['lr']}, seeds {list(s['seeds'])}, baseline attention `{s['baseline_attn']}`. "
-        f"Mask elements per step: {exp1['mask_elements_per_step']:,}.", "",
+        f"## exp-1 {task['task']}: {task['model']}", "",
+        f"{what}; {task['train_size']} train / {task['val_size']} val / {task['test_size']} test examples (fixed split), "
+        f"batch {task['batch_size']}, {task['steps']} steps (fixed; the final model is evaluated on test, val gives "
+        f"the curve), AdamW lr {c['lr']}, seeds {list(s['seeds'])}, baseline attention `{s['baseline_attn']}`. "
+        f"Mask elements per step: {task['mask_elements_per_step']:,}.", "",
         "### Memory and compression", "",
         "peak: live bytes at the peak of one training step (after training). saved: bytes autograd saved in the",
         "forward. dropout-saved: saved bytes with dropout on minus with it off (masks plus any dropped copy kept).",
@@ -104,16 +115,24 @@ def _exp1_section(exp1: dict[str, Any], plots: dict[str, Path]) -> list[str]:
           _pct(r["throughput_change"]) if r["variation"] != BASELINE else "-", _p(r["throughput_welch"]),
           f"{r['median_step_s_training'] * 1e3:.0f}"] for r in rows])
     lines += ["", "### Quality and equality", "",
-              "Final validation accuracy / F1 (mean ± std over seeds); sigma: |difference| / baseline's seed std;",
+              "Test accuracy / F1 of the final model (mean ± std over seeds); sigmas: |Δ mean| / the baseline's",
+              "seed-to-seed std (criterion <= 0.2; σ=0: the baseline's seeds agree exactly, the ratio is undefined);",
               "loss curves and first-step gradients compared with the baseline of the same seed, bit for bit.", ""]
     lines += _table(
-        ["variation", "accuracy", "F1", "Δ accuracy", "sigmas (acc / F1)", "Welch p (acc)",
+        ["variation", "test accuracy", "test F1", "Δ accuracy", "sigmas (acc / F1)", "Welch p (acc / F1)",
          "loss curves identical", "max |Δ loss|", "grad cosine (min)", "grads identical"],
         [[r["variation"], _mean_std(r["accuracy"]), _mean_std(r["f1"]), _pct(r["accuracy_delta"]),
-          f"{r['accuracy_sigmas']:.2f} / {r['f1_sigmas']:.2f}", _p(r["accuracy_welch"]),
+          f"{_sigma(r['accuracy_sigmas'])} / {_sigma(r['f1_sigmas'])}",
+          f"{_p(r['accuracy_welch'])} / {_p(r['f1_welch'])}",
           "yes" if r["loss_curves_identical"] else "no", f"{r['loss_max_abs_diff']:.2g}",
           f"{r['grad_cosine_min']:.8f}", "yes" if r["grads_identical"] else "no"] for r in rows])
-    lines.append("")
+    return lines + [""]
+
+
+def _exp1_section(exp1: dict[str, Any], plots: dict[str, Path]) -> list[str]:
+    lines = []
+    for task in exp1["tasks"].values():
+        lines += _task_section(exp1, task)
     for name in ("loss_curves.png", "throughput.png"):
         if name in plots:
             lines += [f"![{name}]({name})", ""]
@@ -167,7 +186,40 @@ def _exp2_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
                       _mib(c["packed_peak_bytes"]), c["variation"]] for c in exp2["showcase"]] or [["-"] * 6])
     if "max_size.png" in plots:
         lines += ["", "![max_size.png](max_size.png)"]
+    if exp2.get("systems"):
+        lines += _systems_section(exp2, plots)
     return lines + [""]
+
+
+def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
+    s, systems = exp2["settings"], exp2["systems"]
+    rows = systems["rows"]
+    front = {rows[i]["variant"] for i in pareto_front([(r["peak_bytes"], r["median_s"]) for r in rows])}
+    base = rows[0]
+    lines = ["", f"### What else a user short of memory would pick (batch {s['system_batch']}, seq {s['system_seq']})",
+             "", "The real pretrained model (`benchmarks.toolbox` variants), stock default attention; "
+             f"{s['system_rounds']} interleaved rounds of one step per variant (rotated order). retained: bytes made by",
+             "the forward and still alive after it (what the graph keeps for backward, checkpoint-held inputs",
+             f"included). time ratio: median over rounds of step time / `{base['variant']}`'s. Pareto: no other variant",
+             "is both smaller and faster.", ""]
+    lines += _table(
+        ["variant", "peak MiB", "peak vs stock", "retained MiB", "retained vs stock", "median step ms", "time ratio",
+         "Pareto", f"largest batch under {systems['budget_bytes'] / MIB:.0f} MiB"],
+        [[r["variant"], _mib(r["peak_bytes"]), f"{r['peak_bytes'] / base['peak_bytes']:.2f}x", _mib(r["retained_bytes"]),
+          f"{r['retained_bytes'] / base['retained_bytes']:.2f}x", f"{r['median_s'] * 1e3:.0f}", f"{r['time_ratio']:.3f}x",
+          "yes" if r["variant"] in front else "", _best(systems["search"].get(r["variant"]))] for r in rows])
+    if systems["not_searched"]:
+        lines += ["", f"Not searched: {', '.join(systems['not_searched'])} (torch.compile specialises on shapes: every",
+                  "probed batch would recompile, minutes each on 2 CPU cores; `dynamic=True` compiles other code)."]
+    if "pareto.png" in plots:
+        lines += ["", "![pareto.png](pareto.png)"]
+    return lines
+
+
+def _best(search: dict[str, Any] | None) -> str:
+    if search is None:
+        return "-"
+    return "none" if search["best"] is None else f"{search['best']}" + (" (cap)" if search["capped"] else "")
 
 
 _METHOD = """## How it was measured
@@ -203,16 +255,20 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 def _csv_files(results: dict[str, Any], out: Path) -> None:
     if "exp-1" in results:
-        runs = [_flat("", {k: v for k, v in r.items() if k not in ("losses", "step_times_s")}
-                      | {"final_loss": r["losses"][-1]}) for r in results["exp-1"]["runs"]]
+        tasks = results["exp-1"]["tasks"]
+        runs = [_flat("", {"task": name} | {k: v for k, v in r.items() if k not in ("losses", "step_times_s", "val_curve")}
+                      | {"final_loss": r["losses"][-1]}) for name, t in tasks.items() for r in t["runs"]]
         _write_csv(out / "exp1_runs.csv", runs)
-        _write_csv(out / "exp1_summary.csv", [_flat("", r) for r in exp1_rows(results["exp-1"])])
+        _write_csv(out / "exp1_summary.csv", [_flat("", {"task": name} | r) for name, t in tasks.items()
+                                              for r in exp1_rows(t)])
     if "exp-2" in results:
         exp2 = results["exp-2"]
         _write_csv(out / "exp2_points.csv", [_flat("", p) for p in exp2["points"]])
         probes = [{"search": kind, "variation": name, "best": r["best"], **p}
                   for kind, by_name in exp2["search"].items() for name, r in by_name.items() for p in r["probes"]]
         _write_csv(out / "exp2_search.csv", probes)
+        systems = exp2.get("systems") or {}
+        _write_csv(out / "exp2_systems.csv", [{k: v for k, v in r.items() if k != "step_s"} for r in systems.get("rows", [])])
 
 
 def write_report(results: dict[str, Any], out: Path, *, command: str = "") -> Path:
@@ -233,6 +289,9 @@ def write_report(results: dict[str, Any], out: Path, *, command: str = "") -> Pa
     lines += [f"Machine: {_machine(first['machine'])}", ""]
     if "wall_s" in results:
         lines += ["Run time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in results["wall_s"].items()), ""]
+    if "resumed" in results:
+        r = results["resumed"]
+        lines += [f"Runs: {r['computed']} computed now, {r['reused']} read from `runs/` (earlier, same settings).", ""]
     lines += _summary_section(results)
     if "exp-1" in results:
         lines += _exp1_section(results["exp-1"], plots)

@@ -1,7 +1,12 @@
 """Run the chosen experiments and write their report; `main` is the command line.
 
+Every training run, timing and search is written to ``--out/runs/`` as it finishes; started
+again with the same settings, the runner reads those files instead of redoing them, and the report
+is rebuilt from all of them.
+
 Example:
     $ python -m benchmarks.experiments exp-1 exp-2 --quick --out results/quick
+    $ python -m benchmarks.experiments --standard --out results/standard    # ~45 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from .exp1 import Exp1Settings, run_exp1
 from .exp2 import Exp2Settings, run_exp2
 from .report import write_report
+from .resume import RunStore
 
 __all__ = ["main", "parse_args", "run"]
 
@@ -36,20 +42,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "results.json and CSV files to --out.",
     )
     parser.add_argument("experiments", nargs="*", metavar="{exp-1,exp-2}", help="which to run (default: both)")
-    parser.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores: few steps, short sequences")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default results/quick or results/full)")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores: few steps, chance accuracy")
+    profile.add_argument("--standard", action="store_true",
+                         help="under an hour on 2 CPU cores: real accuracy, 3 seeds, system comparison")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default results/<profile>); runs already in <out>/runs are reused")
     parser.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds for exp-1, e.g. 0,1,2")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--model", default=None, help="model name (default all-MiniLM-L6-v2, offline)")
     parser.add_argument("--dataset", default=None,
                         help="exp-1 data: rotten-tomatoes-vader (default, offline), glue/sst2, glue/mrpc")
-    parser.add_argument("--steps", type=int, default=None, help="exp-1 training steps per run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="exp-1 training steps per run, replacing the epoch count (both tasks)")
+    parser.add_argument("--epochs", type=float, default=None, help="exp-1 text epochs")
+    parser.add_argument("--train-limit", type=int, default=None, help="exp-1 training sentences")
+    parser.add_argument("--tasks", default=None, help="exp-1 tasks, comma-separated: text,image")
+    parser.add_argument("--baseline-attn", default=None,
+                        help="the baseline's attention implementation (default sdpa; eager in --quick)")
     parser.add_argument("--batch-size", type=int, default=None, help="exp-1 batch size")
     parser.add_argument("--seq-len", type=int, default=None, help="exp-1 sequence length")
     parser.add_argument("--variations", default=None,
                         help="comma-separated packed variations (the baseline always runs)")
     parser.add_argument("--budget-mb", type=float, default=None, help="exp-2 memory budget in MiB")
     parser.add_argument("--seq-lens", type=_ints, default=None, help="exp-2 sequence lengths, e.g. 128,256,512")
+    parser.add_argument("--systems", default=None,
+                        help="exp-2 system variants (benchmarks.toolbox names), comma-separated; '' for none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
@@ -61,29 +79,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _overrides(args: argparse.Namespace, fields: tuple[str, ...]) -> dict[str, Any]:
     out = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
-    if "variations" in out:
-        out["variations"] = tuple(v.strip() for v in out["variations"].split(",") if v.strip())
+    for name in ("variations", "tasks", "systems"):
+        if name in out:
+            out[name] = tuple(v.strip() for v in out[name].split(",") if v.strip())
     return out
 
 
-_COMMON = ("device", "model", "variations")
+_COMMON = ("device", "model", "variations", "baseline_attn")
 _EXPERIMENTS = {
-    "exp-1": (Exp1Settings, run_exp1, (*_COMMON, "seeds", "dataset", "steps", "batch_size", "seq_len")),
-    "exp-2": (Exp2Settings, run_exp2, (*_COMMON, "budget_mb", "seq_lens")),
+    "exp-1": (Exp1Settings, run_exp1, (*_COMMON, "seeds", "dataset", "steps", "epochs", "train_limit", "tasks",
+                                       "batch_size", "seq_len")),
+    "exp-2": (Exp2Settings, run_exp2, (*_COMMON, "budget_mb", "seq_lens", "systems")),
 }
 
 
+def profile(args: argparse.Namespace) -> str:
+    """The settings profile the flags chose: quick, standard or full (no flag)."""
+    return "quick" if args.quick else "standard" if args.standard else "full"
+
+
 def run(args: argparse.Namespace, command: str = "") -> Path:
-    """Run `args.experiments`; write the report (again after each experiment) and return report.md."""
-    out = args.out or Path("results") / ("quick" if args.quick else "full")
-    results: dict[str, Any] = {"wall_s": {}}
+    """Run `args.experiments`; write the report (again after each experiment) and return report.md.
+    Runs already stored in ``<out>/runs`` with the same settings are read, not run again."""
+    out = args.out or Path("results") / profile(args)
+    store = RunStore(out / "runs")
+    results: dict[str, Any] = {"command": command, "wall_s": {}}
     report = out / "report.md"
     for name in args.experiments:
         cls, run_one, fields = _EXPERIMENTS[name]
-        chosen = (cls.quick if args.quick else cls.full)(**_overrides(args, fields))
+        chosen = getattr(cls, profile(args))(**_overrides(args, fields))
         start = time.perf_counter()
-        results[name] = run_one(chosen, progress=not args.no_progress)
+        results[name] = run_one(chosen, progress=not args.no_progress, store=store)
         results["wall_s"][name] = time.perf_counter() - start
+        results["resumed"] = {"computed": len(store.computed), "reused": len(store.reused)}
         report = write_report(results, out, command=command)
     return report
 
@@ -97,5 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"\nreport: {report}")
     for c in criteria(results):
-        print(f"  [{c['status']:>4}] {c['criterion']}: {c['measured']} (target {c['target']})")
+        print(f"  [{c['status']:>7}] {c['criterion']}: {c['measured']} (target {c['target']})")
     return 0

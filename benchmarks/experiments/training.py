@@ -3,7 +3,7 @@ step, evaluation (accuracy, F1), the flat gradient, a seeded head re-initialisat
 
 Example:
     >>> model, tokenizer = load_model("all-MiniLM-L6-v2")
-    >>> train, val = load_data(tokenizer, "rotten-tomatoes-vader", seq_len=64, train_limit=256)
+    >>> train, val, test = load_data(tokenizer, "rotten-tomatoes-vader", seq_len=64, train_limit=256, val_limit=64)
     >>> loss = train_step(model, torch.optim.AdamW(model.parameters()), train.batch(range(16)))
     >>> evaluate(model, val)["accuracy"]
 """
@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 __all__ = [
-    "TextData",
+    "Examples",
     "evaluate",
     "flat_grad",
     "load_data",
+    "load_digits",
     "load_model",
     "model_from_config",
     "random_batch",
@@ -30,31 +31,27 @@ __all__ = [
 
 
 @dataclass
-class TextData:
-    """Tokenized examples padded to one length: input_ids / attention_mask (N, S), labels (N,)."""
+class Examples:
+    """Fixed-size examples: the model's input tensors (each (N, ...)) and labels (N,)."""
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def batch(self, index: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """The model's keyword arguments for the examples at `index`."""
+        """The model's keyword arguments (labels included) for the examples at `index`."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return {
-            "input_ids": self.input_ids[index].to(device),
-            "attention_mask": self.attention_mask[index].to(device),
-            "labels": self.labels[index].to(device),
-        }
+        out = {name: value[index].to(device) for name, value in self.inputs.items()}
+        return out | {"labels": self.labels[index].to(device)}
 
 
 def load_model(name: str = "all-MiniLM-L6-v2", num_labels: int = 2) -> tuple[nn.Module, object]:
-    """(sequence-classification model, tokenizer) via ``integrations.sources.load_pretrained``."""
+    """(sequence-classification model, tokenizer) via ``benchmarks.sources.load_pretrained``."""
     from transformers.utils import logging
 
-    from integrations.sources import load_pretrained
+    from benchmarks.sources import load_pretrained
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the "classifier weights newly initialised" load report
@@ -69,7 +66,7 @@ def model_from_config(name: str = "all-MiniLM-L6-v2", *, max_positions: int = 51
     its position table extended to `max_positions`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from integrations.sources import MINILM_NAMES, minilm_path
+    from benchmarks.sources import MINILM_NAMES, minilm_path
 
     config = AutoConfig.from_pretrained(str(minilm_path()) if name in MINILM_NAMES else name)
     config.max_position_embeddings = max(config.max_position_embeddings, max_positions)
@@ -90,25 +87,45 @@ def random_batch(
     }
 
 
-def _tokenize(tokenizer: object, examples: list, seq_len: int) -> TextData:
+def _tokenize(tokenizer: object, examples: list, seq_len: int) -> Examples:
     texts = [text for text, _ in examples]
     pairs = bool(texts) and isinstance(texts[0], tuple)
     args = ([a for a, _ in texts], [b for _, b in texts]) if pairs else (texts,)
     enc = tokenizer(*args, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
     labels = torch.tensor([label for _, label in examples], dtype=torch.long)
-    return TextData(enc["input_ids"], enc["attention_mask"], labels)
+    return Examples({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, labels)
 
 
 def load_data(
     tokenizer: object, dataset: str, *, seq_len: int, train_limit: int | None, val_limit: int | None,
-    seed: int = 0,
-) -> tuple[TextData, TextData]:
-    """(train, val) of a text-classification dataset (``sources.load_text_classification`` names),
-    tokenized to `seq_len`; the split is fixed by `seed`, `train_limit` / `val_limit` cap each side."""
-    from integrations.sources import load_text_classification
+    test_limit: int | None = None, held_out: float = 0.1, seed: int = 0,
+) -> tuple[Examples, Examples, Examples]:
+    """(train, val, test) of a text-classification dataset (``sources.load_text_classification``
+    names), tokenized to `seq_len`. The split is fixed by `seed`: a `held_out` fraction is set
+    aside, its first `val_limit` examples are val and the next `test_limit` test (disjoint);
+    `train_limit` caps train.
 
-    train, val = load_text_classification(dataset, seed=seed, limit=train_limit)
-    return _tokenize(tokenizer, train, seq_len), _tokenize(tokenizer, val[:val_limit], seq_len)
+    Example:
+        >>> train, val, test = load_data(tokenizer, "rotten-tomatoes-vader", seq_len=64, train_limit=4000,
+        ...                              val_limit=500, test_limit=1000, held_out=0.15)
+    """
+    from benchmarks.sources import load_text_classification
+
+    train, held = load_text_classification(dataset, seed=seed, val_fraction=held_out, limit=train_limit)
+    val = held[:val_limit]
+    test = held[len(val):][:test_limit]
+    return tuple(_tokenize(tokenizer, part, seq_len) for part in (train, val, test))
+
+
+def load_digits(val: int, test: int, seed: int = 0) -> tuple[Examples, Examples, Examples]:
+    """(train, val, test) of scikit-learn's 8x8 digits as ``pixel_values`` (N, 1, 8, 8): a fixed
+    shuffle by `seed`, the first `test` images test, the next `val` val, the rest train."""
+    from benchmarks.sources import digits_images
+
+    images, labels = digits_images()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    parts = (order[test + val:], order[test:test + val], order[:test])
+    return tuple(Examples({"pixel_values": images[i]}, labels[i]) for i in parts)
 
 
 def reset_head(model: nn.Module, seed: int) -> None:
@@ -144,8 +161,9 @@ def flat_grad(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TextData, batch_size: int = 64, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Accuracy and F1 of the positive class (label 1) on `data`, in eval mode."""
+def evaluate(model: nn.Module, data: Examples, batch_size: int = 64, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Accuracy and F1 on `data`, in eval mode: F1 of the positive class (label 1) for two
+    classes, macro F1 (mean over classes) for more."""
     was_training = model.training
     model.eval()
     preds = []
@@ -155,8 +173,11 @@ def evaluate(model: nn.Module, data: TextData, batch_size: int = 64, device: tor
         preds.append(model(**batch).logits.argmax(-1).cpu())
     model.train(was_training)
     pred, gold = torch.cat(preds), data.labels
-    tp = int(((pred == 1) & (gold == 1)).sum())
-    fp = int(((pred == 1) & (gold == 0)).sum())
-    fn = int(((pred == 0) & (gold == 1)).sum())
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    return {"accuracy": float((pred == gold).float().mean()), "f1": f1}
+    classes = (1,) if int(gold.max()) <= 1 else range(int(gold.max()) + 1)
+    return {"accuracy": float((pred == gold).float().mean()),
+            "f1": sum(_f1(pred == c, gold == c) for c in classes) / len(classes)}
+
+
+def _f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
+    tp, fp, fn = int((pred & gold).sum()), int((pred & ~gold).sum()), int((~pred & gold).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0

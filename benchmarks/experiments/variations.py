@@ -39,13 +39,6 @@ class Variation:
     def is_baseline(self) -> bool:
         return self.bits is None
 
-    @property
-    def bits_per_element(self) -> float | None:
-        """Mask storage per element: None for the baseline (its mask is a float or bool tensor)."""
-        if self.is_baseline:
-            return None
-        return 0.0 if self.storage == "seeded" else float(self.bits)
-
 
 VARIATIONS: dict[str, Variation] = {
     v.name: v

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from integrations import sources
-from integrations.sources import (
+from benchmarks import sources
+from benchmarks.sources import (
     SourceUnavailableError,
     load_pretrained,
     load_text_classification,
