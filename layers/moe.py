@@ -198,8 +198,9 @@ def grouped_experts(
     offs = torch.cumsum(counts, dim=0, dtype=torch.int32)
     x = apply_mask(DispatchMask(code), hidden, order, mask=routing, storage=storage)
     # Expert-parallel sentinels sort last, beyond offs[-1]: the kernel leaves their rows as they
-    # are, so they are zeroed (transformers before 5.2x did this always, later with the EP flag).
-    sentinel = (sorted_ids >= num_experts).unsqueeze(-1) if getattr(experts, "_is_expert_parallel", True) else None
+    # are, so they are zeroed, as transformers does when the module is expert-parallel (older
+    # versions, without the flag, masked always; on all-False masks that changes no value).
+    sentinel = (sorted_ids >= num_experts).unsqueeze(-1) if getattr(experts, "_is_expert_parallel", False) else None
     if sentinel is not None:
         x.masked_fill_(sentinel, 0.0)
     h = _linear(experts, x, "gate_up_proj" if experts.has_gate else "up_proj", offs, sentinel)
