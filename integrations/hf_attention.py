@@ -53,7 +53,7 @@ from layers.attention import DropoutSpec, checkpoint_core
 
 from . import flash_attn
 from .functional_dropout import DropoutRoute
-from .hf_registry import DEFAULT, register, registry_name  # noqa: F401 (hf_moe imports it from here; to go)
+from .hf_registry import DEFAULT, register
 
 REFERENCES = ("sdpa", "eager")
 STOCK = "_packedbool_stock"  # set on an attention module that patch_model's filters leave alone
