@@ -1,6 +1,8 @@
-"""A compiled training step of TinyBERT-4L: ``torch.compile(stock)`` vs ``torch.compile(patched)``.
+"""A compiled training step: ``torch.compile(stock)`` vs ``torch.compile(patched)``.
 
-Same model, batch and optimizer as `benchmarks/test_training_bench.py`; both variants are compiled
+TinyBERT-4L (same model, batch and optimizer as `benchmarks/test_training_bench.py`) and a small
+Mixtral-style MoE classifier (4 layers, 8 experts, top-2: the packed grouped experts against stock
+transformers' default ``grouped_mm`` experts). Both variants are compiled
 with ``fullgraph=True`` (inductor when timing; "aot_eager" under ``--benchmark-disable``, where the
 case only checks that it runs, to keep CI's compile time down). Target (see docs/compile.md):
 compiled patched step time <= 1.0x compiled stock, saved bytes <= the eager patched step's.
@@ -22,13 +24,28 @@ from benchmarks.memory import saved_bytes
 from benchmarks.test_training_bench import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
 
 
+def small_mixtral() -> torch.nn.Module:
+    from transformers import MixtralConfig, MixtralForSequenceClassification
+
+    config = MixtralConfig(
+        vocab_size=8192, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, attention_dropout=0.1,
+        max_position_embeddings=512, num_labels=2, pad_token_id=0,
+    )
+    return MixtralForSequenceClassification(config)
+
+
+MODELS = {"TinyBERT-4L-312H": tiny_bert, "Mixtral-4L-256H-8E": small_mixtral}
+
+
 @pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
-def test_compiled_training_step(benchmark, variant: str) -> None:
+@pytest.mark.parametrize("name", list(MODELS))
+def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
     pytest.importorskip("transformers")
     torch._dynamo.reset()
     batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED
     backend = "inductor" if benchmark.enabled else "aot_eager"
-    model = tiny_bert()
+    model = MODELS[name]()
     if variant != "native":
         from integrations.huggingface import patch_model
 
@@ -48,7 +65,7 @@ def test_compiled_training_step(benchmark, variant: str) -> None:
     optimizer.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else None
 
-    benchmark.group = f"compiled training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
+    benchmark.group = f"compiled training step: {name} b{batch_size} s{SEQ_LEN} {DEVICE}"
     benchmark.extra_info.update(
         variant=variant, backend=backend, batch=batch_size, seq_len=SEQ_LEN, peak_bytes=peak,
         saved_bytes=census.total_bytes, eager_saved_bytes=eager.saved_bytes, eager_peak_bytes=eager.peak_bytes,
