@@ -1,8 +1,12 @@
-"""The experiment runner that reproduces the PM-Drop study (``python -m benchmarks.experiments``).
+"""The experiment runner that reproduces the PM-Drop study (``python -m benchmarks.experiments``;
+the study's criteria: docs/study.md).
 
-- `exp1`: fine-tuning with every variation x seed (memory, compression, speed, accuracy, equality);
+- `exp1`: training with every task x variation x seed (memory, compression, speed, accuracy, equality);
+  `tasks`: what is trained (MiniLM on the Rotten Tomatoes sentences, a ViT on the digits);
 - `exp2`: memory vs sequence length and batch; the largest size under a memory budget (`budget`);
+  the alternatives a user short of memory would pick (`benchmarks.toolbox` variants);
 - `variations`, `training`, `probes`: what is compared and how one configuration is measured;
 - `stats`, `analysis`: statistics, tables and the verdict per success criterion;
-- `report`, `plots`: report.md, PNG plots, results.json and CSV; `runner`: the command line.
+- `report`, `plots`: report.md, PNG plots, results.json and CSV; `resume`: per-run JSON files a
+  restarted run reuses; `runner`: the command line.
 """

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.experiments [exp-1] [exp-2] [--quick] [--out DIR] [--seeds 0,1,2] ...``"""
+"""``python -m benchmarks.experiments [exp-1] [exp-2] [--quick | --standard] [--out DIR] [--seeds 0,1,2] ...``"""
 
 from .runner import main
 

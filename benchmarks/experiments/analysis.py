@@ -245,7 +245,7 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
                                ("amp", "amp+patch", "works unmodified with AMP (bf16 autocast)")):
         row = next((r for r in systems if r["variant"] == variant), None)
         measured = (f"{variant} trained in exp-2 (loss {row['loss']:.3f}); equality: the tests" if row
-                    else "exp-2 systems not run; equality: the tests")
+                    else f"{variant} not among the exp-2 systems run; equality: the tests")
         out.append(_criterion(name, "trains, same results", measured,
                               None if row is None else math.isfinite(row["loss"]), "exp-2 systems + tests",
                               f"{RUN_COMMAND.format('exp-2')}; {TESTS[key]}"))
