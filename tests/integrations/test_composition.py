@@ -20,7 +20,14 @@ from bittensor_core import PackedBool
 from integrations.huggingface import patch_model, report, unpatch_model
 from layers import PackedDropout
 
-from .tiny_models import ARCHS, assert_identical, checkpointing_name, enable_checkpointing, loss_and_grads
+from .tiny_models import (
+    ARCHS,
+    assert_identical,
+    checkpointing_name,
+    enable_checkpointing,
+    loss_and_grads,
+    stock_experts,
+)
 
 pytest.importorskip("transformers")
 
@@ -28,10 +35,8 @@ ATTENTIONS = ["eager", "sdpa"]  # packed attention replays either one's own ops
 
 
 def _model(name: str, attn: str, checkpointing: bool | None = None) -> nn.Module:
-    """ARCHS[name] with `attn` attention (and eager experts), gradient checkpointing on if given."""
-    model = ARCHS[name].model(attn_implementation=attn)
-    if hasattr(model, "set_experts_implementation") and model.config._experts_implementation is not None:
-        model.set_experts_implementation("grouped_mm")  # the experts the packed router reproduces
+    """ARCHS[name] with `attn` attention (and grouped_mm experts), gradient checkpointing on if given."""
+    model = stock_experts(ARCHS[name].model(attn_implementation=attn))
     if checkpointing is not None:
         enable_checkpointing(model, use_reentrant=checkpointing)
     return model

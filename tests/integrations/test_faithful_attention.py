@@ -17,7 +17,15 @@ from torch.utils._pytree import tree_leaves
 
 from integrations.huggingface import patch_model, unpatch_model
 
-from .tiny_models import ARCHS, Arch, _text, assert_identical, loss_and_grads, skip_if_stock_cannot_compile
+from .tiny_models import (
+    ARCHS,
+    Arch,
+    _text,
+    assert_identical,
+    loss_and_grads,
+    skip_if_stock_cannot_compile,
+    stock_experts,
+)
 
 pytest.importorskip("transformers")
 
@@ -51,9 +59,7 @@ def _train(model: torch.nn.Module, arch: Arch, steps: int = STEPS) -> list[tuple
 
 
 def _pair(arch: Arch, impl: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    reference = arch.model(attn_implementation=impl)
-    if hasattr(reference.config, "_experts_implementation") and reference.config._experts_implementation:
-        reference.set_experts_implementation("grouped_mm")  # the packed router reproduces grouped_mm experts
+    reference = stock_experts(arch.model(attn_implementation=impl))
     return reference, copy.deepcopy(reference)
 
 

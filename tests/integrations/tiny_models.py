@@ -172,6 +172,15 @@ def assert_identical(a: tuple, b: tuple) -> None:
         assert torch.equal(grads_a[name], grads_b[name]), name
 
 
+def stock_experts(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with transformers' ``grouped_mm`` experts selected if it has experts modules (the
+    computation the packed router reproduces bit for bit); other models are returned as they are
+    (their config names "eager" experts, and switching them raises)."""
+    if type(model)._can_set_experts_implementation():  # transformers' test: @use_experts_implementation
+        model.set_experts_implementation("grouped_mm")
+    return model
+
+
 def checkpointing_name() -> str:
     """The installed transformers' name for gradient checkpointing: ``"activation_checkpointing"``
     where it has it (5.2x, where the ``gradient_checkpointing`` names warn they are deprecated),
