@@ -5,7 +5,9 @@ names below load their module on first use.
 
 - `patch_model`, `unpatch_model`, `report`, `PatchReport` (Hugging Face transformers models):
   `integrations.huggingface`; the attention / mask / experts functions it registers live in
-  `integrations.hf_attention` and `integrations.hf_moe`.
+  `integrations.hf_attention` and `integrations.hf_moe` (registry names: `integrations.hf_registry`),
+  functional dropout routing in `integrations.functional_dropout`, its include / exclude
+  patterns in `integrations.module_filter`.
 - `flash_attention`, `can_delegate`: flash-attn delegation, `integrations.flash_attn`.
 
 Example:
