@@ -268,15 +268,16 @@ def test_hf_dropout_patched_model_compiles_fullgraph_with_eager_results(name: st
 SHIFTS_BYTES = 8
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("vit", marks=pytest.mark.xfail(
-        Version(transformers.__version__) < Version("5.23"), strict=True,
-        reason="transformers 5.14 (the tested floor): compiled ViT saves 110 bytes more than eager (8 on 5.23);"
-        " not investigated")) if name == "vit" else name
-    for name in DENSE
-])
+# transformers 5.14 (the tested floor) skips the all-True bidirectional attention mask only when not
+# tracing (masking_utils `_ignore_bidirectional_mask_sdpa`: `is_tracing(None)` is True under dynamo),
+# so compiled ViT gets a (B, 1, S, S) bool mask eager does not; the packed attention keeps it at
+# 1 bit: B * S * ceil(S / 8) = 2 * 17 * 3 bytes (5.23 skips it while tracing too).
+TRACED_VIT_MASK_BYTES = 2 * 17 * 3 if Version(transformers.__version__) < Version("5.23") else 0
+
+
+@pytest.mark.parametrize("name", DENSE)
 def test_hf_fully_patched_model_compiles_fullgraph(name: str) -> None:
-    _compiled_equals_eager(name, slack=SHIFTS_BYTES)
+    _compiled_equals_eager(name, slack=SHIFTS_BYTES + (TRACED_VIT_MASK_BYTES if name == "vit" else 0))
 
 
 @pytest.mark.parametrize("name", MOE)
