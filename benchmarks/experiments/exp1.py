@@ -54,7 +54,7 @@ class Exp1Settings:
     """What exp-1 runs; the defaults are the `standard()` profile.
 
     `quick()`: minutes on 2 CPU cores, 10 steps, chance-level accuracy (a smoke run; baseline
-    attention ``eager``, the arithmetic packed attention reproduces, so curves are bit-identical).
+    attention ``eager``, as in the earlier quick results).
     `standard()`: about half an hour on 2 CPU cores, real accuracy: 4,000 / 500 / 1,000 sentences
     (train / val / test), seq 64, batch 32, one epoch; the ViT 20 epochs on 1,297 / 200 / 300
     digits; 3 seeds; baseline attention ``sdpa``, the model's stock default. `full()`: every
