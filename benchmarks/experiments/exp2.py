@@ -69,7 +69,7 @@ class Exp2Settings:
     system_batch: int = 16
     system_seq: int = 128
     system_rounds: int = 5
-    system_budget_mb: float = 1024.0
+    system_budget_mb: float = 768.0
     system_max_batch: int = 256
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
