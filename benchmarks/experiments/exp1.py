@@ -55,8 +55,8 @@ class Exp1Settings:
 
     `quick()`: minutes on 2 CPU cores, 10 steps, chance-level accuracy (a smoke run; baseline
     attention ``eager``, as in the earlier quick results).
-    `standard()`: about half an hour on 2 CPU cores, real accuracy: 3,200 / 500 / 1,000 sentences
-    (train / val / test), seq 64, batch 32, one epoch (100 steps); the ViT 20 epochs on 1,297 / 200 / 300
+    `standard()`: about half an hour on 2 CPU cores, real accuracy: 2,400 / 500 / 1,000 sentences
+    (train / val / test), seq 64, batch 32, one epoch (75 steps); the ViT 20 epochs on 1,297 / 200 / 300
     digits; 3 seeds; baseline attention ``sdpa``, the model's stock default. `full()`: every
     training sentence, 3 epochs, 5 seeds. `steps`, when set, replaces the epoch count of both tasks.
     """
@@ -69,13 +69,13 @@ class Exp1Settings:
     steps: int | None = None
     warmup: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_limit: int | None = 3200
+    train_limit: int | None = 2400
     val_limit: int | None = 500
     test_limit: int | None = 1000
     held_out: float = 0.15
     lr: float = 5e-5
     eval_batch: int = 128
-    val_points: int = 4
+    val_points: int = 3
     tasks: tuple[str, ...] = ("text", "image")
     image_epochs: float = 20.0
     image_batch: int = 64
