@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from layers import MaskStorage, packed_dropout
-from layers.attention import _inside_checkpoint
+from layers.attention import inside_checkpoint
 
 # (function, in place?) for every element-wise dropout entry point Python code calls.
 FUNCTIONS = {F.dropout: False, torch.dropout: False, torch.dropout_: True}
@@ -104,7 +104,7 @@ class ModuleRoute:
         # Left alone by the filters, or inside an activation checkpoint's forward (it keeps nothing
         # of it, and its recompute in backward runs without our hooks: both must draw alike). Our
         # modes are off while one answers, so this is the stock call.
-        if not self._scopes[-1] or _inside_checkpoint():
+        if not self._scopes[-1] or inside_checkpoint():
             return F.dropout(x, p, training, inplace)
         if not torch.compiler.is_compiling():
             self.calls += 1

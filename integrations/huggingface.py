@@ -14,7 +14,9 @@
   reproduce the implementation the model used before ("sdpa" or "eager") bit for bit. The model
   gets its own copy of its config first, so other models sharing that config object are untouched;
 - MoE expert dispatch goes through an experts function registered with ``ExpertsInterface``
-  (see `hf_moe`), selected with ``model.set_experts_implementation``.
+  (see `hf_moe`), selected with ``model.set_experts_implementation``;
+- GELU / SiLU-like activation modules are wrapped so their output is recomputed in backward instead
+  of kept (see `recompute_activations`; not a mask, but the same guarantee: bit-identical, less kept).
 
 Everything is found from the model's attributes, never from its source text: attention modules
 are the classes its transformers submodels declare in ``_can_record_outputs`` (``"attentions"``,
@@ -29,7 +31,7 @@ Example:
     >>> from integrations import patch_model
     >>> model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased")
     >>> print(patch_model(model))      # train as before; masks now take 1 bit per element
-    packed: dropout=38, functional_dropout=0, attention=12, router=0 (attn_implementation='packedbool')
+    packed: dropout=38, functional_dropout=0, attention=12, router=0, activation=12 (attn_implementation='packedbool')
 """
 
 from __future__ import annotations
@@ -42,15 +44,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from bittensor_core.errors import PackedBoolTypeError
 from layers import MaskStorage, PackedDropout
+from layers.activation_recompute import RecomputedActivation, recompute_scope
 
 from .functional_dropout import ModuleRoute
 from .hf_attention import STOCK
 from .module_filter import EXCLUDED, ModuleFilter, Patterns
 
-KINDS = ("dropout", "functional_dropout", "attention", "router")
+REFERENCE_EXPERTS = "grouped_mm"  # the experts implementation the packed routing reproduces op for op
+KINDS = ("dropout", "functional_dropout", "attention", "router", "activation")
 # Wrappers whose inner model is patched: attribute holding it, by wrapper type name (DDP, FSDP1,
 # DataParallel, torch.compile). Matched by type, so a user's own module with a `.module` is not one.
 _WRAPPERS = {
@@ -72,7 +77,8 @@ class PatchReport:
             (F.dropout / torch.dropout calls packed since the model's latest forward began:
             observed, so 0 until it has run), ``attention`` (attention modules whose config now selects the
             packed attention function, plus attention modules recomputed in backward), ``router``
-            (MoE experts modules now dispatching through a packed routing mask).
+            (MoE experts modules now dispatching through a packed routing mask), ``activation``
+            (activation modules whose output is recomputed in backward).
         skipped: (where, why) for everything a user might expect packed but is not; modules left
             alone by `include` / `exclude` say "excluded by filter".
         attn_implementation / experts_implementation: the registry names now set, or None.
@@ -111,6 +117,7 @@ class _PatchState:
     route: ModuleRoute | None = None  # functional dropout
     stock: list[nn.Module] = field(default_factory=list)  # attention modules excluded by filter
     checkpointed: list[nn.Module] = field(default_factory=list)  # attention modules recomputed in backward
+    hooks: list[RemovableHandle] = field(default_factory=list)  # the activation-recompute scope
 
     def exclude(self, path: str) -> bool:
         """Whether the filters leave the module at `path` alone (then it is reported as such)."""
@@ -133,6 +140,7 @@ def patch_model(
     flash: bool = True,
     include: Patterns = None,
     exclude: Patterns = None,
+    activations: bool = True,
 ) -> PatchReport:
     """Patch `model` in place so its binary training masks are stored at `bits` bits per element.
 
@@ -161,6 +169,10 @@ def patch_model(
             experts implementations are chosen per model: excluded attention modules run their
             reference implementation unchanged, and any excluded experts module keeps the whole
             model's experts as they are.
+        activations: recompute the output of every GELU / SiLU-like activation module in backward
+            from its input (which autograd keeps anyway) instead of keeping it
+            (`layers.RecomputedActivation`): the same op recomputes it, so results are bit-identical,
+            and one (batch, seq, intermediate) float per MLP is not kept.
 
     Raises:
         PackedBoolValueError: a bad option, an invalid regular expression, or a pattern matching
@@ -172,7 +184,7 @@ def patch_model(
     Example:
         >>> report = patch_model(model, bits=1)
         >>> report.replaced
-        {'dropout': 38, 'functional_dropout': 0, 'attention': 12, 'router': 0}
+        {'dropout': 38, 'functional_dropout': 0, 'attention': 12, 'router': 0, 'activation': 12}
         >>> unpatch_model(model)   # back to the original modules and attention implementation
         >>> patch_model(peft_model, exclude=["lora_dropout"])   # LoRA dropouts stay nn.Dropout
     """
@@ -191,6 +203,8 @@ def patch_model(
             _switch_attention(model, options, flash, state)
         if router:
             _switch_experts(model, options, state)
+        if activations:
+            _recompute_activations(model, state)
     except BaseException:
         unpatch_model(model)  # nothing half-patched
         raise
@@ -215,6 +229,8 @@ def unpatch_model(model: nn.Module) -> PatchReport:
             model.set_submodule(path, original.train(swapped.training))
         if state.route is not None:
             state.route.remove()
+        for handle in state.hooks:
+            handle.remove()
         for owner, attr, config in state.configs:  # the original config objects, never modified
             setattr(owner, attr, config)
         for module in state.checkpointed:
@@ -230,6 +246,7 @@ def report(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.get(_STATE)
     out = PatchReport(skipped=list(state.skipped) if state else [])
     out.replaced["dropout"] = sum(isinstance(m, PackedDropout) for m in model.modules())
+    out.replaced["activation"] = sum(isinstance(m, RecomputedActivation) for m in model.modules())
     out.replaced["functional_dropout"] = state.route.calls if state and state.route else 0
     if state is not None and state.attn_before is not None:
         name = out.attn_implementation = model.config._attn_implementation
@@ -279,6 +296,15 @@ def _route_functional_dropouts(model: nn.Module, options: MaskStorage, state: _P
     modules = {m: packs[path] for path, m in named
                if path in callers or (path and packs[path] != packs[path.rpartition(".")[0]])}
     state.route = ModuleRoute(model, modules, options)
+
+
+def _recompute_activations(model: nn.Module, state: _PatchState) -> None:
+    from .recompute_activations import during_forward, wrap_activations
+
+    originals = wrap_activations(model, skip=state.exclude)
+    if originals:
+        state.originals.update(originals)
+        state.hooks = during_forward(model, recompute_scope, eager_only=True)
 
 
 def _own_config(model: nn.Module, state: _PatchState) -> None:
@@ -374,6 +400,11 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
     from .hf_moe import register_experts
 
     before = model.get_experts_implementation()
+    if set(before.values()) != {REFERENCE_EXPERTS}:
+        state.skipped.append(("router", f"packed routing reproduces transformers' {REFERENCE_EXPERTS!r} experts "
+                                        f"(the default); this model runs {before}: left as is "
+                                        f"(set_experts_implementation({REFERENCE_EXPERTS!r}) first to pack it)"))
+        return
     name = register_experts(options)
     model.set_experts_implementation(name)
     if model.config._experts_implementation != name:

@@ -1,9 +1,8 @@
 """Put `layers.RecomputedActivation` on a model's activation modules, and its scope on the model's forward.
 
 Every parameter-free leaf module from ``torch.nn.modules.activation`` or ``transformers.activations``
-is wrapped; the wrapper itself checks, call by call, that the activation's autograd node keeps only
-its input (GELU, SiLU, ...), so wrapping one that does not (ReLU, GPT-2's tanh GELU written in
-Python) changes nothing. `during_forward` enters a context manager from a forward pre-hook on the
+whose autograd node keeps only its input (GELU, SiLU, ...; probed once) is wrapped; others (ReLU,
+GPT-2's tanh GELU written in Python, the pooler's tanh) are left as they are. `during_forward` enters a context manager from a forward pre-hook on the
 model and leaves it from a forward hook: active exactly while the model runs forward.
 
 Example:
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from layers.activation_recompute import RecomputedActivation
+from layers.activation_recompute import RecomputedActivation, recomputable
 
 __all__ = ["during_forward", "unwrap_activations", "wrap_activations"]
 
@@ -32,7 +31,7 @@ _ACTIVATION_MODULES = ("torch.nn.modules.activation", "transformers.activations"
 
 def _is_activation(module: nn.Module) -> bool:
     is_leaf = next(module.children(), None) is None and next(module.parameters(), None) is None
-    return is_leaf and type(module).__module__ in _ACTIVATION_MODULES
+    return is_leaf and type(module).__module__ in _ACTIVATION_MODULES and recomputable(module)
 
 
 def wrap_activations(model: nn.Module, skip: Callable[[str], bool] = lambda path: False) -> dict[str, nn.Module]:

@@ -2,9 +2,11 @@
 
 Dropout, DropPath, head gates and MoE routing are mask types (`MaskType`) run by one generic
 autograd Function (`apply_mask`); the fused CUDA dropout (`fused_dropout`) and `packed_attention`
-(a checkpointed SDPA core) have their own. See docs/layers.md and docs/mask-types.md.
+(a checkpointed SDPA core) have their own. `RecomputedActivation` is not a mask: it keeps an
+activation's output as a recipe recomputed in backward. See docs/layers.md and docs/mask-types.md.
 """
 
+from .activation_recompute import RecomputedActivation, recompute_scope
 from .attention import ProbsDropoutMatmul, packed_attention
 from .attention_masks import padding_causal_mask
 from .bernoulli_mask import BernoulliMask
@@ -34,6 +36,7 @@ __all__ = [
     "PackedDropout",
     "PackedMoE",
     "ProbsDropoutMatmul",
+    "RecomputedActivation",
     "RouterOutput",
     "TopKRouter",
     "apply_mask",
@@ -45,4 +48,5 @@ __all__ = [
     "packed_dropout",
     "packed_noise",
     "padding_causal_mask",
+    "recompute_scope",
 ]

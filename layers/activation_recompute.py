@@ -7,8 +7,10 @@ input, which is kept anyway. `RecomputedActivation` wraps the activation module 
 `recompute_scope` is active, records ``(act, h)`` for the tensor it returns; the scope's
 saved-tensor hooks keep that recipe in place of the output wherever an op saves it, and backward
 recomputes ``act(h)`` with the very same op (same input, same autocast state): gradients are
-bit-identical and one (B, S, 4H) float per MLP is not kept. torch.compile's partitioner makes the
-same trade for cheap pointwise ops, so compiled code is left alone.
+bit-identical and one (B, S, 4H) float per MLP is not kept. While compiling (saved-tensor hooks do
+not reach into a compiled graph) the activation runs as a one-op non-reentrant checkpoint instead:
+AOTAutograd's partitioner must recompute a checkpointed node, so the compiled graph keeps the
+input, not the output, too.
 
 Only activations whose autograd node keeps its input, not its output, qualify (checked on the node
 each call: GELU, SiLU, Mish, Hardswish, LeakyReLU); others (ReLU keeps its output, tanh-GELU written
@@ -34,10 +36,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from .attention import _inside_checkpoint as inside_checkpoint
+from .attention import inside_checkpoint
 
-__all__ = ["RecomputedActivation", "recompute_scope"]
+__all__ = ["RecomputedActivation", "recomputable", "recompute_scope"]
 
 # Autograd nodes that keep the activation's input (`self`) and nothing derived from its output.
 _KEEPS_INPUT_ONLY = frozenset(
@@ -135,12 +138,21 @@ class _Scope(torch.autograd.graph.saved_tensors_hooks):
         super().__exit__(*exc)
 
 
+def recomputable(act: nn.Module) -> bool:
+    """Whether `act`'s autograd node keeps only its input (probed on a 2-element float tensor)."""
+    try:
+        node = act(torch.zeros(2, requires_grad=True)).grad_fn
+    except Exception:  # not a unary pointwise module
+        return False
+    return node is not None and node.name() in _KEEPS_INPUT_ONLY
+
+
 def recompute_scope() -> AbstractContextManager:
     """A context manager: while active, outputs of `RecomputedActivation` modules are kept as
     recipes, not tensors.
 
     Composes with enclosing saved-tensor hooks (e.g. ``pack_saved_bools``): every other saved
-    tensor goes to them. A no-op while compiling (the partitioner decides what is kept) and inside
+    tensor goes to them. A no-op while compiling (`RecomputedActivation` checkpoints itself there) and inside
     an activation checkpoint (it already drops the output).
     """
     if torch.compiler.is_compiling() or inside_checkpoint():
@@ -162,9 +174,10 @@ class RecomputedActivation(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(x)
         if torch.compiler.is_compiling():
-            return out
+            # A checkpointed node is one the partitioner must recompute: the compiled graph keeps x, not act(x).
+            return checkpoint(self.act, x, use_reentrant=False)
+        out = self.act(x)
         scope = getattr(_active, "scope", None)
         node = out.grad_fn
         if scope is None or node is None or node.name() not in _KEEPS_INPUT_ONLY or inside_checkpoint():

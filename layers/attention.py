@@ -125,12 +125,12 @@ def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, pres
     again; a checkpoint of our own would run the core a third time. The same ops run either way,
     so results are identical.
     """
-    if _inside_checkpoint():
+    if inside_checkpoint():
         return core(*args)
     return checkpoint(core, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state)
 
 
-def _inside_checkpoint() -> bool:
+def inside_checkpoint() -> bool:
     """In the forward of a non-reentrant checkpoint (its saved-tensor hooks are on top), or in any
     recompute (it runs during backward). Never while compiling: AOTAutograd decides what to save there."""
     if torch.compiler.is_compiling():

@@ -22,8 +22,10 @@ from .tiny_models import ARCHS, assert_identical, loss_and_grads
 pytest.importorskip("transformers")
 
 NAMES = list(ARCHS)
-# Attention modules per tiny model (2 layers each); MoE blocks per model.
+# Attention modules per tiny model (2 layers each); MoE blocks per model; recomputed activations:
+# one GELU per MLP (BERT-style), none for GPT-2 (gelu_new keeps intermediates), SiLU per expert MLP.
 ATTENTION, ROUTERS = 2, {"mixtral": 2, "qwen2_moe": 2}
+ACTIVATIONS = {"gpt2": 0, "mixtral": 2, "qwen2_moe": 4}
 
 
 def _count_dropouts(model: nn.Module) -> int:
@@ -36,7 +38,8 @@ def test_report_counts_what_was_packed(name: str) -> None:
     dropouts = _count_dropouts(model)
     result = patch_model(model)
     assert result.replaced == {
-        "dropout": dropouts, "functional_dropout": 0, "attention": ATTENTION, "router": ROUTERS.get(name, 0)
+        "dropout": dropouts, "functional_dropout": 0, "attention": ATTENTION, "router": ROUTERS.get(name, 0),
+        "activation": ACTIVATIONS.get(name, 2),
     }
     assert result.attn_implementation == "packedbool" == model.config._attn_implementation
     assert result.experts_implementation == ("packedbool" if name in ROUTERS else None)
@@ -244,7 +247,7 @@ def test_plain_module_and_skipped_kinds_are_reported() -> None:
     shared = nn.Dropout(0.2)
     model = nn.Sequential(nn.Linear(8, 8), shared, nn.Dropout2d(0.1), nn.Linear(8, 8), shared)
     result = patch_model(model)
-    assert result.replaced == {"dropout": 1, "functional_dropout": 0, "attention": 0, "router": 0}
+    assert result.replaced == {"dropout": 1, "functional_dropout": 0, "attention": 0, "router": 0, "activation": 0}
     assert model[1] is model[4] and isinstance(model[1], PackedDropout)  # shared stays shared
     skipped = dict(result.skipped)
     assert "Dropout2d" in skipped["2"]
@@ -446,3 +449,12 @@ def test_bad_filters_raise_naming_the_pattern(kwargs: dict, error: type, match: 
         patch_model(model, **kwargs)
     assert model.config._attn_implementation == "sdpa" and not report(model).skipped
     assert not any(isinstance(m, PackedDropout) for m in model.modules())
+
+
+def test_experts_other_than_the_reference_are_left_as_they_are() -> None:
+    """Packed routing reproduces grouped_mm; a model on the eager loop would round differently."""
+    model = ARCHS["mixtral"].model()
+    model.set_experts_implementation("eager")
+    result = patch_model(model)
+    assert result.replaced["router"] == 0 and model.get_experts_implementation() == {"": "eager"}
+    assert "grouped_mm" in dict(result.skipped)["router"]

@@ -44,7 +44,8 @@ def test_identical_to_stock_and_keeps_less(name: str) -> None:
     stock, model = arch.model(), arch.model()
     originals = wrap_activations(model)
     handles = during_forward(model, recompute_scope, eager_only=True)
-    assert originals and all(isinstance(model.get_submodule(path), RecomputedActivation) for path in originals)
+    assert bool(originals) == (name != "gpt2")  # GPT-2's gelu_new keeps intermediates: not wrapped
+    assert all(isinstance(model.get_submodule(path), RecomputedActivation) for path in originals)
     for _ in range(2):
         assert_identical(loss_and_grads(stock, inputs), loss_and_grads(model, inputs))
     less = _saved(stock, inputs) - _saved(model, inputs)
@@ -63,7 +64,7 @@ def test_skip_leaves_named_activations_alone() -> None:
     assert paths == set(originals) and paths and not any(".layer.0." in p for p in paths)
 
 
-def test_compiles_fullgraph_and_leaves_the_choice_to_the_partitioner() -> None:
+def test_compiles_fullgraph_with_eager_results() -> None:
     arch = ARCHS["bert"]
     inputs = arch.inputs(BATCH, SEQ)
     eager, compiled = arch.model(), arch.model()
