@@ -94,32 +94,27 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
-def test_packed_layers_compile_to_one_graph_with_eager_results(options: dict) -> None:
-    torch.manual_seed(0)
-    block = Block(**options).train()
-    explained = torch._dynamo.explain(block)(_x())
+def _one_graph_with_eager_results(module: nn.Module) -> None:
+    explained = torch._dynamo.explain(module)(_x())
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     torch._dynamo.reset()
-    eager = _step(block, _x())
-    compiled = _step(torch.compile(block, fullgraph=True, backend="aot_eager"), _x())
+    eager = _step(module, _x())
+    compiled = _step(torch.compile(module, fullgraph=True, backend="aot_eager"), _x())
     assert torch.equal(compiled[0], eager[0])
     assert all(torch.equal(a, b) for a, b in zip(compiled[1], eager[1], strict=True))
     assert compiled[2] <= eager[2]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_packed_layers_compile_to_one_graph_with_eager_results(options: dict) -> None:
+    torch.manual_seed(0)
+    _one_graph_with_eager_results(Block(**options).train())
 
 
 def test_packed_moe_compiles_to_one_graph_with_eager_results() -> None:
     """Sorted grouped experts: no loop over the experts present, no int64 routing index saved."""
     torch.manual_seed(0)
-    moe = PackedMoE(16, 32, num_experts=4, top_k=2).train()
-    explained = torch._dynamo.explain(moe)(_x())
-    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
-    torch._dynamo.reset()
-    eager = _step(moe, _x())
-    compiled = _step(torch.compile(moe, fullgraph=True, backend="aot_eager"), _x())
-    assert torch.equal(compiled[0], eager[0])
-    assert all(torch.equal(a, b) for a, b in zip(compiled[1], eager[1], strict=True))
-    assert compiled[2] <= eager[2]
+    _one_graph_with_eager_results(PackedMoE(16, 32, num_experts=4, top_k=2).train())
 
 
 def test_one_compiled_model_serves_many_shapes_without_recompiling() -> None:
