@@ -152,7 +152,9 @@ def gshard_moe(moe: PackedMoE, x: torch.Tensor) -> torch.Tensor:
         dispatch = dispatch + slot
         combine = combine + slot * weights[:, j, None, None]
     expert_in = torch.einsum("sec,sm->ecm", dispatch, x)
-    expert_out = torch.stack([expert(expert_in[e]) for e, expert in enumerate(moe.experts)])
+    experts = moe.experts  # stacked weights, transformers' layout: up_proj (E, ffn, H), down_proj (E, H, ffn)
+    hidden = experts.act_fn(torch.baddbmm(experts.up_proj_bias.unsqueeze(1), expert_in, experts.up_proj.mT))
+    expert_out = torch.baddbmm(experts.down_proj_bias.unsqueeze(1), hidden, experts.down_proj.mT)
     return torch.einsum("sec,ecm->sm", combine, expert_out)
 
 
