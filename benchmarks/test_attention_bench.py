@@ -8,7 +8,9 @@ no (B, H, S, S) float (issue 10 targets: saved <= 0.40x, peak <= 0.50x, time <= 
 
 - `test_attention_step`: batch 16, seq 256 (batch 2, seq 32 under ``--benchmark-disable``).
 - `test_attention_seq_sweep`: memory at batch 1 over seq 128 .. 2048 (under
-  ``--benchmark-disable`` only the first point runs); each point also timed once.
+  ``--benchmark-disable`` only the first point runs); each point also timed once. The real model
+  has 512 positions: the sweep runs its architecture randomly initialised with the position table
+  extended to 2048 (memory and time do not depend on the weights).
 
 ``extra_info``: ``saved_bytes`` (bytes made by the forward pass still alive after it: what the
 graph keeps for backward, checkpoint-held inputs included, which a saved-tensor census cannot see
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from benchmarks.experiments.probes import step_memory
-from benchmarks.experiments.training import load_model, random_batch, train_step
+from benchmarks.experiments.training import load_model, model_from_config, random_batch, train_step
 from benchmarks.memory import retained_after_forward
 
 BATCH, SEQ_LEN = 16, 256
@@ -31,13 +33,17 @@ BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
 SWEEP = (128, 256, 512, 1024, 2048)
 
 
-def _minilm(variant: str) -> nn.Module:
+def _minilm(variant: str, max_positions: int | None = None) -> nn.Module:
+    """The real all-MiniLM-L6-v2, or (`max_positions`) its architecture with that many positions."""
     from benchmarks.sources import SourceUnavailableError
     from integrations.huggingface import patch_model
 
     try:
-        torch.manual_seed(0)  # the fresh classification head
-        model, _ = load_model("all-MiniLM-L6-v2", num_labels=2)
+        torch.manual_seed(0)  # the fresh classification head (or the whole model)
+        if max_positions is None:
+            model, _ = load_model("all-MiniLM-L6-v2", num_labels=2)
+        else:
+            model = model_from_config("all-MiniLM-L6-v2", max_positions=max_positions)
     except SourceUnavailableError as exc:
         pytest.skip(str(exc))
     model.train()
@@ -47,9 +53,11 @@ def _minilm(variant: str) -> nn.Module:
     return model
 
 
-def _measure(benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int) -> None:
+def _measure(
+    benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int, max_positions: int | None = None
+) -> None:
     pytest.importorskip("transformers")
-    model = _minilm(variant)
+    model = _minilm(variant, max_positions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = random_batch(model.config.vocab_size, batch_size, seq_len)
     train_step(model, optimizer, batch)  # creates the optimizer state: later steps are steady-state
@@ -75,4 +83,5 @@ def test_attention_step(benchmark, variant: str) -> None:
 def test_attention_seq_sweep(benchmark, variant: str, seq_len: int) -> None:
     if not benchmark.enabled and seq_len != SWEEP[0]:
         pytest.skip("--benchmark-disable: the sweep's first point only")
-    _measure(benchmark, variant, 1, seq_len, f"attention sweep: all-MiniLM-L6-v2 b1 s{seq_len} cpu", rounds=1)
+    _measure(benchmark, variant, 1, seq_len, f"attention sweep: all-MiniLM-L6-v2 b1 s{seq_len} cpu", rounds=1,
+             max_positions=SWEEP[-1])
