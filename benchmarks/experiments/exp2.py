@@ -162,13 +162,17 @@ def _showcase(bench: _Bench, searches: dict[str, dict[str, Any]], packed: str, b
         batch, seq_len = (pack.best, s.search_seq) if kind == "batch" else (s.search_batch, pack.best * s.seq_step)
         size = pack.best
         base_peak = base.peak_at(size)
-        if base_peak is None:
+        # Memory grows with the size: a smaller size over budget already shows the baseline does not fit.
+        # Measuring it at `size` anyway can exhaust a CPU machine's RAM (the OOM killer ends the run).
+        over = min((p for p in base.probes if not p.fits and p.size <= size), key=lambda p: p.size, default=None)
+        if base_peak is None and over is None:
             bench.variation = BASELINE  # the model is unpatched here
             base_peak = _peak(bench.measure(batch, seq_len))
         cases.append({"kind": kind, "batch": batch, "seq_len": seq_len, "variation": packed,
                       "budget_bytes": budget, "baseline_peak_bytes": base_peak,
+                      "baseline_over_budget_at": None if over is None else over.size,
                       "packed_peak_bytes": pack.peak_at(size),
-                      "baseline_fits": base_peak is not None and base_peak <= budget})
+                      "baseline_fits": over is None and base_peak is not None and base_peak <= budget})
     return cases
 
 
