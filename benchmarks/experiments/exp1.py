@@ -202,6 +202,7 @@ def _interleaved_times(
 def _mask_elements(task: Task) -> int:
     """Mask elements per step: the bytes of every mask stored at 8 bits (one byte each)."""
     batch = task.train.batch(range(task.batch_size), _device(task))
+    task.model.train()  # from_pretrained returns eval mode: with every run read from disk nothing set it
     with applied(task.model, BOOL_REFERENCE):
         _, census = saved_bytes(lambda: task.model(**batch).loss)
     # Masks are PackedBools, or plain packed uint8 rows (the attention core's dropout bits): as
