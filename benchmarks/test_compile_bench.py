@@ -55,7 +55,15 @@ def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
     train_step(model, optimizer, batch)  # optimizer state exists: the eager figure is steady-state
     eager = step_memory(model, optimizer, batch, DEVICE)
     compiled = torch.compile(model, fullgraph=True, backend=backend)
-    train_step(compiled, optimizer, batch)  # compiles
+    try:
+        train_step(compiled, optimizer, batch)  # compiles
+    except torch._dynamo.exc.TorchDynamoException as exc:
+        if variant != "native":
+            raise
+        import transformers  # stock itself does not compile (5.14's grouped_mm fallback backward guards on data)
+
+        pytest.skip(f"stock {name} does not compile with fullgraph=True on transformers {transformers.__version__}: "
+                    f"{str(exc).splitlines()[0]}")
     # step_memory's peak tracker is a dispatch mode, which dynamo refuses: only the census here
     # (peak_bytes on CUDA from the allocator).
     if DEVICE == "cuda":
