@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from layers import MaskStorage, packed_dropout
-from layers.attention import inside_checkpoint
+from layers.checkpointing import inside_checkpoint
 
 # (function, in place?) for every element-wise dropout entry point Python code calls.
 FUNCTIONS = {F.dropout: False, torch.dropout: False, torch.dropout_: True}

@@ -359,13 +359,13 @@ def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
     dropout module in its own forward): run each such module under a non-reentrant checkpoint that
     preserves the RNG state, so nothing inside is kept and backward recomputes it, drawing the same
     dropout mask again: the module's own ops, bit-identical."""
-    from torch.utils.checkpoint import checkpoint
+    from layers.checkpointing import checkpoint
 
     def wrap(forward):
         def run(*args: Any, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return forward(*args, **kwargs)
-            return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+            return checkpoint(forward, *args, preserve_rng_state=True, **kwargs)
         return run
 
     for path, module in model.named_modules():

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .attention import inside_checkpoint
+from .checkpointing import checkpoint, inside_checkpoint
 
 __all__ = ["RecomputedActivation", "recomputable", "recompute_scope"]
 
@@ -176,7 +175,7 @@ class RecomputedActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
             # A checkpointed node is one the partitioner must recompute: the compiled graph keeps x, not act(x).
-            return checkpoint(self.act, x, use_reentrant=False)
+            return checkpoint(self.act, x)
         out = self.act(x)
         scope = getattr(_active, "scope", None)
         node = out.grad_fn

@@ -27,13 +27,13 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, kernels, unpack_scaled
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
+from .checkpointing import checkpoint, inside_checkpoint
 from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler
@@ -127,18 +127,7 @@ def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, pres
     """
     if inside_checkpoint():
         return core(*args)
-    return checkpoint(core, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state)
-
-
-def inside_checkpoint() -> bool:
-    """In the forward of a non-reentrant checkpoint (its saved-tensor hooks are on top), or in any
-    recompute (it runs during backward). Never while compiling: AOTAutograd decides what to save there."""
-    if torch.compiler.is_compiling():
-        return False
-    if torch._C._current_graph_task_id() != -1:
-        return True
-    hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
-    return hooks is not None and "_checkpoint_hook" in getattr(hooks[0], "__qualname__", "")
+    return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
 
 
 def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | None]:
