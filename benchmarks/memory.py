@@ -29,15 +29,38 @@ T = TypeVar("T")
 __all__ = ["peak_memory", "retained_after_forward", "saved_bytes"]
 
 
-class _PeakTracker(MemTracker):
-    """MemTracker keeping only the global peak (its per-module peaks cost a pass over every module
-    per op, which made a tracked BERT step several times slower).
+class _NoHook:
+    """A hook handle with nothing to remove."""
+
+    def remove(self) -> None:
+        pass
+
+
+_NO_HOOK = _NoHook()
+
+
+class _Tracker(MemTracker):
+    """MemTracker that accepts frozen parameters and keeps only the global peak.
+
+    NOTE: MemTracker hooks every parameter of a module it sees to count its gradient, and torch
+    refuses a hook on a tensor that does not require grad ("cannot register a hook on a tensor that
+    doesn't require gradient": any model with a frozen parameter, e.g. sinusoidal tables, peft LoRA).
+    A frozen parameter never gets a gradient, so it is marked hooked already (`_NO_HOOK`). Its per-module peaks cost a pass over every module per op (a tracked BERT step
+    ran several times slower): only the global peak is kept.
 
     NOTE: MemTracker records every storage an aten op outputs; ``torch.from_numpy`` under a
     dispatch mode emits ``aten.lift_fresh``, so the numpy-made buffers of packedbool's CPU kernels
     are counted too. Not counted: numpy's own temporaries inside a kernel, and temporaries made
     and freed entirely inside a tensor subclass's ``__torch_dispatch__``.
     """
+
+    def _track_module_params_and_buffers(
+        self, module: torch.nn.Module, install_grad_hooks: bool = True
+    ) -> tuple[int, int]:
+        for param in module.parameters():
+            if not param.requires_grad and param not in self._param_to_grad_hook_handles:
+                self._param_to_grad_hook_handles[param] = (_NO_HOOK, _NO_HOOK)
+        return super()._track_module_params_and_buffers(module, install_grad_hooks)
 
     def _update_peak_stats(self, peak_state: object) -> None:
         for dev, snap in self._curr_mem_snap.items():
@@ -47,7 +70,8 @@ class _PeakTracker(MemTracker):
 
 
 def peak_memory(
-    fn: Callable[[], T], *track: torch.nn.Module | torch.optim.Optimizer | torch.Tensor,
+    fn: Callable[[], T],
+    *track: torch.nn.Module | torch.optim.Optimizer | torch.Tensor,
     device: torch.device | str = "cpu",
 ) -> tuple[T, int]:
     """Run ``fn()`` once; return its result and the peak bytes live on ``device`` meanwhile.
@@ -68,7 +92,7 @@ def peak_memory(
         out = fn()
         torch.cuda.synchronize(device)
         return out, torch.cuda.max_memory_allocated(device)
-    tracker = _PeakTracker()
+    tracker = _Tracker()
     tracker.track_external(*track)
     with tracker:
         out = fn()
@@ -96,7 +120,7 @@ def retained_after_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor
     see inside a non-reentrant checkpoint (gradient checkpointing, the packed attention core): the
     inputs it keeps for the recompute are held by its closure, not saved through the hooks.
     """
-    tracker = MemTracker()
+    tracker = _Tracker()
     with tracker:
         loss = model(**batch).loss
         snapshot = tracker.get_tracker_snapshot()

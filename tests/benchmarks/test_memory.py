@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from benchmarks.memory import peak_memory, saved_bytes
+from benchmarks.memory import peak_memory, retained_after_forward, saved_bytes
 from bittensor_core import PackedBool
 
 ROWS, COLS = 64, 1000  # 64 000 bool bytes, 8 000 packed bytes
@@ -30,7 +32,9 @@ def test_peak_counts_packed_bytes_built_by_numpy() -> None:
     bits = np.random.default_rng(0).random((ROWS, COLS)) < 0.5
 
     def build() -> PackedBool:
-        return PackedBool.from_packed(torch.from_numpy(np.packbits(bits, axis=-1, bitorder="little")), (ROWS, COLS))
+        return PackedBool.from_packed(
+            torch.from_numpy(np.packbits(bits, axis=-1, bitorder="little")), (ROWS, COLS)
+        )
 
     out, peak = peak_memory(build)
     assert torch.equal(out.unpack(), torch.from_numpy(bits))
@@ -68,6 +72,32 @@ def test_saved_bytes_counts_each_storage_once() -> None:
     assert census.total_bytes == a.numel() * 4 + b.numel() * 4
     out.backward()
     assert torch.equal(a.grad, b.detach())
+
+
+class _PartlyFrozen(torch.nn.Module):
+    """Two linear layers, the first one's weight frozen (as sinusoidal tables, or peft's base weights)."""
+
+    def __init__(self, frozen: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(64, 128), torch.nn.Linear(128, 32)
+        self.a.weight.requires_grad_(not frozen)
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(loss=self.b(self.a(x)).square().mean())
+
+
+def test_memory_tools_measure_models_with_frozen_parameters() -> None:
+    """MemTracker hooks every parameter for its gradient; torch refuses a hook on a frozen one."""
+    x = torch.randn(16, 64)
+    retained, peak = {}, {}
+    for frozen in (False, True):
+        model = _PartlyFrozen(frozen)
+        retained[frozen] = retained_after_forward(model, {"x": x})
+        _, peak[frozen] = peak_memory(lambda m=model: m(x).loss.backward(), model, x)
+        assert (model.a.weight.grad is None) == frozen and model.a.bias.grad is not None
+    assert retained[True] == retained[False] > 0  # the forward keeps the same tensors either way
+    assert peak[True] < peak[False]  # but the frozen weight never gets a gradient
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
