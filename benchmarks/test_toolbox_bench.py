@@ -6,7 +6,7 @@ all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 12 heads; loaded offline from the
 Variants, each against "native" (the stock model, default attention):
 
 - ``patch``: ``patch_model(model)``, every mask at 1 bit;
-- ``checkpointing``: ``gradient_checkpointing_enable(use_reentrant=False)``, no patch;
+- ``checkpointing``: non-reentrant gradient checkpointing (`integrations.hf_checkpointing`), no patch;
 - ``checkpointing+patch``: both (patch after enabling checkpointing);
 - ``compile`` / ``compile+patch``: ``torch.compile(model)`` (patched before compiling);
 - ``patch-fast-sampler``: ``patch_model(model, sampler="fast")``;

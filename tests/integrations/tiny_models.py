@@ -181,23 +181,6 @@ def stock_experts(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def checkpointing_name() -> str:
-    """The installed transformers' name for gradient checkpointing: ``"activation_checkpointing"``
-    where it has it (5.2x, where the ``gradient_checkpointing`` names warn they are deprecated),
-    else ``"gradient_checkpointing"`` (the 5.14 floor). ``{name}_enable``, ``is_{name}`` and the
-    TrainingArguments flag ``{name}`` follow it."""
-    from transformers import PreTrainedModel
-
-    new = "activation_checkpointing"
-    return new if hasattr(PreTrainedModel, f"{new}_enable") else "gradient_checkpointing"
-
-
-def enable_checkpointing(model: torch.nn.Module, use_reentrant: bool) -> None:
-    """Gradient checkpointing of every layer of `model`, under the installed version's name."""
-    name = checkpointing_name()
-    getattr(model, f"{name}_enable")(**{f"{name}_kwargs": {"use_reentrant": use_reentrant}})
-
-
 def skip_if_stock_cannot_compile(stock: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> None:
     """Skip (with the reason) when the unpatched model itself does not compile with fullgraph=True:
     the patch cannot trace better than the model's own code (BART's layerdrop draw branches on a
