@@ -7,7 +7,7 @@ them to a {0, scale} float tensor, so layers build and read masks without writin
 
 from . import ops as _ops  # noqa: F401  (fills the dispatch table)
 from . import serialization as _serialization  # noqa: F401  (registers the safe global)
-from .census import SavedTensorCensus
+from .census import SavedTensorCensus, saved_mask_bytes
 from .construct import causal_rows, packed_from_random_bytes
 from .decode import unpack_scaled
 from .errors import (
@@ -41,5 +41,6 @@ __all__ = [
     "pack_saved_bools",
     "packed_shape",
     "row_bytes",
+    "saved_mask_bytes",
     "unpack_scaled",
 ]

@@ -1,7 +1,8 @@
 """`SavedTensorCensus`: exact count of the bytes autograd saves for backward.
 
 Each storage is counted once (a tensor saved by two ops, or two views of one buffer, count
-once); a PackedBool counts its packed bytes. Use it to check what packing saves on your model.
+once); a PackedBool, or mask bytes a layer saved through `saved_mask_bytes`, counts as a packed mask.
+Use it to check what packing saves on your model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,21 @@ import torch
 from .layout import check_bits
 from .packed_bool import PackedBool
 from .saved_bools import SavedBool, pack_saved, unpack_saved
+
+_MASK_BYTES = "_packedbool_mask_bytes"  # set on the uint8 tensors `saved_mask_bytes` hands to autograd
+
+
+def saved_mask_bytes(packed: torch.Tensor) -> torch.Tensor:
+    """`packed` (a plain uint8 tensor holding a mask's packed bytes), marked so `SavedTensorCensus`
+    counts it as a packed mask; save it for backward as it is.
+
+    NOTE: layers save plain uint8 bytes, not a PackedBool: a saved-tensor hook that copies what it is
+    given into ``torch.empty(t.size(), dtype=t.dtype)`` (``save_on_cpu(pin_memory=True)``, which
+    transformers' ``offload=True`` uses) would densify a PackedBool to one byte per element; plain
+    bytes are offloaded, and come back, at their packed size.
+    """
+    setattr(packed, _MASK_BYTES, True)
+    return packed
 
 
 class SavedTensorCensus(torch.autograd.graph.saved_tensors_hooks):
@@ -49,9 +65,10 @@ class SavedTensorCensus(torch.autograd.graph.saved_tensors_hooks):
         super().__init__(pack, unpack_saved)
 
     def _record(self, t: torch.Tensor) -> None:
-        if isinstance(t, PackedBool):
-            storage, nbytes, dtype = t.packed, t.packed_nbytes, torch.bool
-            key = (t.packed.device, t.packed.untyped_storage().data_ptr())
+        if isinstance(t, PackedBool) or getattr(t, _MASK_BYTES, False):
+            storage = t.packed if isinstance(t, PackedBool) else t
+            nbytes, dtype = storage.numel(), torch.bool  # uint8: one byte each
+            key = (storage.device, storage.untyped_storage().data_ptr())
             self.packed_bytes += 0 if key in self._seen else nbytes
         else:
             storage, nbytes, dtype = t, t.untyped_storage().nbytes(), t.dtype

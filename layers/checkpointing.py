@@ -5,12 +5,19 @@ Left unset while a saved-tensor hook is active (``save_on_cpu``, ``pack_saved_bo
 selective checkpoint warns (FutureWarning) and the default is announced to flip. packedbool passes
 ``False`` wherever the installed torch has the argument: the legacy behaviour, which keeps today's
 memory and today's bit-identical results, said explicitly so it cannot change under us.
+
+NOTE (layouts): a saved-tensor hook may hand an input back with other strides than it had:
+``save_on_cpu(pin_memory=True)`` copies each into ``torch.empty(t.size())``, contiguous, so a
+transposed query comes back contiguous, and a matmul on it may round differently (another BLAS call).
+The recompute therefore first restores every tensor input to the strides it had in forward (a no-op
+unless a hook changed them), so it runs the very ops on the very layouts of the first forward.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,10 +33,28 @@ EXPLICIT_HOOKS: dict[str, bool] = (
 
 def checkpoint(fn: Callable[..., Any], *args: Any, preserve_rng_state: bool = True, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` under a non-reentrant activation checkpoint: nothing `fn` saves is kept,
-    backward recomputes it (replaying the RNG state when `preserve_rng_state`)."""
+    backward recomputes it (replaying the RNG state when `preserve_rng_state`) from `args` laid out as
+    they were in forward (NOTE (layouts))."""
+    if not torch.compiler.is_compiling():  # traced code has no saved-tensor hooks to change layouts
+        strides = [a.stride() if _strided(a) else None for a in args]
+        fn = partial(_on_layouts, fn, strides)
     return _torch_checkpoint(
         fn, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **EXPLICIT_HOOKS, **kwargs
     )
+
+
+def _strided(t: Any) -> bool:
+    return type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
+
+
+def _on_layouts(fn: Callable[..., Any], strides: list, *args: Any, **kwargs: Any) -> Any:
+    args = tuple(
+        torch.empty_strided(a.shape, stride, dtype=a.dtype, device=a.device).copy_(a)
+        if stride is not None and a.stride() != stride
+        else a
+        for a, stride in zip(args, strides, strict=True)
+    )
+    return fn(*args, **kwargs)
 
 
 def inside_checkpoint() -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bittensor_core import PackedBool
+from bittensor_core import saved_mask_bytes
 from bittensor_core.kernels import triton_available
 
 from .kernels.dropout_params import FUSED_DTYPES, draw_seed
@@ -42,7 +42,7 @@ class FusedDropoutFunction(torch.autograd.Function):
         if options.seeded:
             ctx.save_for_backward(torch.tensor(seed, dtype=torch.int64))
         else:
-            ctx.save_for_backward(PackedBool.from_packed(packed, x.shape, bits=1, unpack=options.unpack))
+            ctx.save_for_backward(saved_mask_bytes(packed))
         ctx.p, ctx.seeded = p, options.seeded
         return y
 
@@ -53,4 +53,4 @@ class FusedDropoutFunction(torch.autograd.Function):
         (kept,) = ctx.saved_tensors
         if ctx.seeded:
             return fused_dropout_seeded_backward(grad, ctx.p, int(kept)), None, None
-        return fused_dropout_backward(grad, kept.packed, ctx.p), None, None
+        return fused_dropout_backward(grad, kept, ctx.p), None, None

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bittensor_core import PackedBool
+from bittensor_core import saved_mask_bytes
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .mask import Mask
@@ -155,19 +155,16 @@ class MaskFunction(torch.autograd.Function):
             drawn = mask_type.sample(like, _bind(sampler.redraw, kept, like, device))
             mask = Mask.of(drawn, storage.bits, storage.unpack)
         else:
-            kept = kept.packed if isinstance(kept, PackedBool) else kept
             mask = Mask.unflat(kept, ctx.mask_shape, storage.bits, storage.unpack)
         grads = mask_type.grad(mask, grad_out, *saved)
         return (None, None, None, None, *grads)
 
 
 def _saved(mask: Mask) -> torch.Tensor:
-    """The flat bytes, as a 1-D PackedBool in eager mode (so `SavedTensorCensus` and tools see a
-    packed mask) and as the plain uint8 tensor while compiling (no subclass inside the graph)."""
+    """The flat bytes as autograd keeps them: plain uint8 (see `saved_mask_bytes`), marked for the
+    census in eager mode (no Python attribute on a tensor inside a traced graph)."""
     flat = mask.flat()
-    if torch.compiler.is_compiling():
-        return flat
-    return PackedBool.from_packed(flat, (mask.numel(),), bits=mask.bits, unpack=mask.unpack_mode)
+    return flat if torch.compiler.is_compiling() else saved_mask_bytes(flat)
 
 
 def _bind(fn: Callable, key: torch.Tensor | None, like: torch.Tensor, device: torch.device | None = None) -> Draw:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
+from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError, SavedTensorCensus
 from layers import (
     BernoulliMask,
     CombineMask,
@@ -64,21 +64,24 @@ def test_double_backward(case: str) -> None:
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
-def test_mask_goes_through_save_for_backward() -> None:
-    """Saved-tensor hooks see the PackedBool (so offloading and checkpointing manage it)."""
-    seen: list[type] = []
+@pytest.mark.parametrize("pin_memory", [False, True])
+def test_mask_goes_through_save_for_backward(pin_memory: bool) -> None:
+    """Saved-tensor hooks see the packed bytes (so offloading and checkpointing manage them), and
+    `save_on_cpu`'s pinned path (a copy into ``torch.empty(t.size(), dtype=t.dtype)``) keeps them packed."""
+    seen: list[tuple[type, torch.dtype, int]] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        seen.append(type(t))
+        seen.append((type(t), t.dtype, t.numel()))
         return t
 
     x = leaf(8, 16)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = packed_dropout(x, 0.5)
-    assert seen == [PackedBool]
-    with torch.autograd.graph.save_on_cpu():
+    assert seen == [(torch.Tensor, torch.uint8, 8 * 16 // 8)]
+    with torch.autograd.graph.save_on_cpu(pin_memory=pin_memory):
         out2 = packed_dropout(x, 0.5)
     (out.sum() + out2.sum()).backward()
+    assert torch.equal(x.grad, (out + out2).detach() / x.detach())
 
 
 class Block(nn.Module):
@@ -171,11 +174,15 @@ def test_given_mask_errors() -> None:
         apply_mask(DispatchMask(ROUTING), x)
 
 
-def test_unpack_cached_mask_is_kept_after_backward_use() -> None:
+def test_saved_mask_is_its_plain_packed_bytes_counted_as_packed() -> None:
+    """Plain uint8 (a saved-tensor hook copying it keeps 1 bit per element), which the census counts
+    as a packed mask."""
     x = leaf(4, 16)
-    out = apply_mask(BernoulliMask(0.5), x, storage=MaskStorage(unpack="cached"))
+    with SavedTensorCensus() as census:
+        out = apply_mask(BernoulliMask(0.5), x, storage=MaskStorage(unpack="cached"))
     saved = out.grad_fn.saved_tensors[0]
-    assert isinstance(saved, PackedBool) and saved.unpack_mode == "cached"
+    assert type(saved) is torch.Tensor and saved.dtype == torch.uint8 and saved.shape == (4 * 16 // 8,)
+    assert census.packed_bytes == census.bytes_by_dtype[torch.bool] == 8
     out.backward(torch.ones_like(out))
     assert torch.equal(x.grad != 0, out != 0)
 
