@@ -40,6 +40,7 @@ import copy
 import inspect
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -118,6 +119,15 @@ class _PatchState:
     stock: list[nn.Module] = field(default_factory=list)  # attention modules excluded by filter
     checkpointed: list[nn.Module] = field(default_factory=list)  # attention modules recomputed in backward
     hooks: list[RemovableHandle] = field(default_factory=list)  # the activation-recompute scope
+    # the transformers registrations the switched implementations name (registries are per process)
+    registrations: list[partial] = field(default_factory=list)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (``torch.load`` of a whole model, a spawned process): register the packed functions
+        its config names again, since a new process's transformers registries do not hold them."""
+        self.__dict__.update(state)
+        for register in self.registrations:
+            register()
 
     def exclude(self, path: str) -> bool:
         """Whether the filters leave the module at `path` alone (then it is reported as such)."""
@@ -340,7 +350,8 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
     if reference == "eager" and any(eager_function(m) is None for _, m in attention):
         state.skipped.append(("attention", "its attention modules' modeling file has no eager_attention_forward"))
         return
-    name = register_attention(options, flash=flash, reference=reference)
+    state.registrations.append(partial(register_attention, options, flash=flash, reference=reference))
+    name = state.registrations[-1]()
     model.set_attn_implementation(name)
     if model.config._attn_implementation != name:
         _checkpoint_attentions(model, state)
@@ -405,7 +416,8 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
                                         f"(the default); this model runs {before}: left as is "
                                         f"(set_experts_implementation({REFERENCE_EXPERTS!r}) first to pack it)"))
         return
-    name = register_experts(options)
+    state.registrations.append(partial(register_experts, options))
+    name = state.registrations[-1]()
     model.set_experts_implementation(name)
     if model.config._experts_implementation != name:
         state.skipped.append(("router", f"{type(model).__name__} cannot switch its experts implementation"))

@@ -58,15 +58,26 @@ def during_forward(
     """Enter ``context()`` whenever `model` starts forward and leave it when forward ends (also on
     error); with `eager_only`, not while compiling (dynamo cannot trace ``__enter__`` of an arbitrary
     context manager). Returns the two hook handles (``remove()`` both to stop)."""
-    active: list[AbstractContextManager] = []
+    scope = _DuringForward(context, eager_only)
+    return [model.register_forward_pre_hook(scope.enter), model.register_forward_hook(scope.leave, always_call=True)]
 
-    def enter(module: nn.Module, args: Any) -> None:
-        if not (eager_only and torch.compiler.is_compiling()):
-            active.append(context())
-            active[-1].__enter__()
 
-    def leave(module: nn.Module, args: Any, output: Any) -> None:
-        if not (eager_only and torch.compiler.is_compiling()):
-            active.pop().__exit__(None, None, None)
+class _DuringForward:
+    """The two hooks of `during_forward`: bound methods of a module-level class, so a model carrying
+    them pickles (``torch.save(model)``, multiprocessing spawn); `context` must be picklable too."""
 
-    return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
+    def __init__(self, context: Callable[[], AbstractContextManager], eager_only: bool) -> None:
+        self.context, self.eager_only = context, eager_only
+        self.active: list[AbstractContextManager] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"context": self.context, "eager_only": self.eager_only, "active": []}  # none open elsewhere
+
+    def enter(self, module: nn.Module, args: Any) -> None:
+        if not (self.eager_only and torch.compiler.is_compiling()):
+            self.active.append(self.context())
+            self.active[-1].__enter__()
+
+    def leave(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not (self.eager_only and torch.compiler.is_compiling()):
+            self.active.pop().__exit__(None, None, None)
