@@ -46,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bittensor_core import PackedBool, kernels
+from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage, packed_attention
-from layers.attention import DropoutSpec, checkpoint_core
+from layers.attention import DropoutSpec, checkpoint_core, checkpoint_mask, checkpointed_mask
+from layers.float_masks import BinaryFloatMask, pack_float_masks, restore_float_masks
 
 from . import flash_attn
 from .functional_dropout import DropoutRoute
@@ -137,9 +138,9 @@ def packed_attention_forward(
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(dropout, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
     keep = drop.draw(query)
-    mask_spec = None
-    if isinstance(attention_mask, PackedBool):  # the checkpoint keeps the bytes; the core unpacks them
-        mask_spec, attention_mask = (attention_mask.shape, attention_mask.bits), attention_mask.packed
+    # The checkpoint keeps a packed mask's bytes and {0, min} float masks (T5's cross-attention bias) as bits.
+    mask_spec, attention_mask = checkpoint_mask(attention_mask)
+    _, kwargs = pack_float_masks((), kwargs)
     route = _route(drop, keep)
     # Eager: the route goes inside the checkpoint, whose recompute (in backward) needs it again.
     # Compiling: dynamo refuses a mode entered inside a checkpoint, and needs none there: the route
@@ -159,17 +160,22 @@ def _route(drop: DropoutSpec, keep: torch.Tensor | None) -> DropoutRoute:
 
 def _eager_core(eager: Callable, module: torch.nn.Module, p: float, route: DropoutRoute | None,
                 mask_spec: tuple | None, dtype: torch.dtype, scaling: float | None, kwargs: dict, query: torch.Tensor, key: torch.Tensor,
-                value: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> torch.Tensor:
+                value: torch.Tensor, mask: torch.Tensor | BinaryFloatMask | None, keep: torch.Tensor | None) -> torch.Tensor:
+    mask = checkpointed_mask(mask, mask_spec)
     if mask is not None:
-        mask = _eager_mask(mask if mask_spec is None else kernels.unpack(mask, *mask_spec), dtype)
+        mask = _eager_mask(mask, dtype)
+    _, kwargs = restore_float_masks((), kwargs)
     with route or nullcontext():
         out, _ = eager(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
     return out
 
 
-def _eager_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """transformers' ``eager_mask`` from its boolean mask: 0 where True, dtype's min where False."""
-    return torch.where(keep, torch.zeros((), device=keep.device, dtype=dtype), torch.finfo(dtype).min)
+def _eager_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """transformers' ``eager_mask`` from its boolean mask: 0 where True, dtype's min where False. A float
+    mask is the model's own additive bias (Swin's, BEiT's relative position bias): used as it is, as eager does."""
+    if mask.is_floating_point():
+        return mask
+    return torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
 
 
 def _mask_dtype(module: torch.nn.Module, query: torch.Tensor) -> torch.dtype:

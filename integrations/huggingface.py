@@ -37,13 +37,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import inspect
 import sys
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -54,6 +52,7 @@ from layers.activation_recompute import RecomputedActivation, recompute_scope
 from .functional_dropout import ModuleRoute
 from .hf_attention import STOCK
 from .module_filter import EXCLUDED, ModuleFilter, Patterns
+from .replayed_attention import RECOMPUTED
 
 REFERENCE_EXPERTS = "grouped_mm"  # the experts implementation the packed routing reproduces op for op
 KINDS = ("dropout", "functional_dropout", "attention", "router", "activation")
@@ -66,6 +65,7 @@ _WRAPPERS = {
     "OptimizedModule": "_orig_mod",
 }
 _STATE = "_packedbool_patch"
+_RAN = "_packedbool_ran"  # set on the model and on each swapped dropout module once it has run
 _OURS = PackedDropout.__module__.partition(".")[0]  # packedbool's layers: they call packed_dropout themselves
 
 
@@ -118,7 +118,7 @@ class _PatchState:
     route: ModuleRoute | None = None  # functional dropout
     stock: list[nn.Module] = field(default_factory=list)  # attention modules excluded by filter
     checkpointed: list[nn.Module] = field(default_factory=list)  # attention modules recomputed in backward
-    hooks: list[RemovableHandle] = field(default_factory=list)  # the activation-recompute scope
+    hooks: list[RemovableHandle] = field(default_factory=list)  # activation-recompute scope, ran flags
     # the transformers registrations the switched implementations name (registries are per process)
     registrations: list[partial] = field(default_factory=list)
 
@@ -215,6 +215,7 @@ def patch_model(
             _switch_experts(model, options, state)
         if activations:
             _recompute_activations(model, state)
+        _flag_runs(model, state)
     except BaseException:
         unpatch_model(model)  # nothing half-patched
         raise
@@ -244,7 +245,9 @@ def unpatch_model(model: nn.Module) -> PatchReport:
         for owner, attr, config in state.configs:  # the original config objects, never modified
             setattr(owner, attr, config)
         for module in state.checkpointed:
-            del module.forward  # the instance attribute set by _checkpoint_attentions
+            del module.forward  # the instance attribute set by replayed_attention.replay
+            module.__dict__.pop(RECOMPUTED, None)
+        model.__dict__.pop(_RAN, None)
         for module in state.stock:
             delattr(module, STOCK)
     return report(model)
@@ -255,7 +258,9 @@ def report(model: nn.Module) -> PatchReport:
     model = _unwrap(model)
     state: _PatchState | None = model.__dict__.get(_STATE)
     out = PatchReport(skipped=list(state.skipped) if state else [])
-    out.replaced["dropout"] = sum(isinstance(m, PackedDropout) for m in model.modules())
+    ran = _RAN in model.__dict__  # once the model has run, count only what ran packed
+    out.replaced["dropout"] = sum(isinstance(m, PackedDropout) and (not ran or _RAN in m.__dict__)
+                                  for m in model.modules())
     out.replaced["activation"] = sum(isinstance(m, RecomputedActivation) for m in model.modules())
     out.replaced["functional_dropout"] = state.route.calls if state and state.route else 0
     if state is not None and state.attn_before is not None:
@@ -264,7 +269,7 @@ def report(model: nn.Module) -> PatchReport:
             getattr(m, "config", model.config)._attn_implementation == name and not hasattr(m, STOCK)
             for _, m in _attention_modules(model)
         )
-    out.replaced["attention"] += len(state.checkpointed) if state else 0
+    out.replaced["attention"] += sum(not ran or RECOMPUTED in m.__dict__ for m in state.checkpointed) if state else 0
     if state is not None and state.experts_before is not None:
         out.experts_implementation = model.config._experts_implementation
         out.replaced["router"] = sum(_is_experts(m) for m in model.modules())
@@ -272,6 +277,18 @@ def report(model: nn.Module) -> PatchReport:
 
 
 # ---- the three kinds ----------------------------------------------------------------------------
+def _flag_runs(model: nn.Module, state: _PatchState) -> None:
+    """Flag the model and each swapped dropout module when they run, so that `report` counts, once the
+    model has run, only the dropout modules that ran (Falcon hands its attention dropout's p to SDPA
+    and never calls the module)."""
+    swapped = {id(m): m for m in model.modules() if isinstance(m, PackedDropout)}
+    state.hooks += [m.register_forward_hook(_mark_ran) for m in [model, *swapped.values()]]
+
+
+def _mark_ran(module: nn.Module, args: Any, output: Any) -> None:
+    module.__dict__[_RAN] = True
+
+
 def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -> None:
     replacements: dict[int, nn.Module] = {}  # one replacement per module, even if registered twice
     for path, module in list(model.named_modules(remove_duplicate=False)):
@@ -314,7 +331,7 @@ def _recompute_activations(model: nn.Module, state: _PatchState) -> None:
     originals = wrap_activations(model, skip=state.exclude)
     if originals:
         state.originals.update(originals)
-        state.hooks = during_forward(model, recompute_scope, eager_only=True)
+        state.hooks += during_forward(model, recompute_scope, eager_only=True)
 
 
 def _own_config(model: nn.Module, state: _PatchState) -> None:
@@ -348,13 +365,13 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
     reference = used[0]
     attention = _attention_modules(model)
     if reference == "eager" and any(eager_function(m) is None for _, m in attention):
-        state.skipped.append(("attention", "its attention modules' modeling file has no eager_attention_forward"))
+        _replay_attentions(model, options, state, "is computed in its modules' own code (no eager_attention_forward)")
         return
     state.registrations.append(partial(register_attention, options, flash=flash, reference=reference))
     name = state.registrations[-1]()
     model.set_attn_implementation(name)
     if model.config._attn_implementation != name:
-        _checkpoint_attentions(model, state)
+        _replay_attentions(model, options, state, "does not dispatch through transformers' AttentionInterface")
         return
     state.attn_before = before
     for path, module in attention:
@@ -365,29 +382,16 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
                     state.stock.append(inner)
 
 
-def _checkpoint_attentions(model: nn.Module, state: _PatchState) -> None:
-    """For attention that does not dispatch through AttentionInterface (MPNet-style: softmax and a
-    dropout module in its own forward): run each such module under a non-reentrant checkpoint that
-    preserves the RNG state, so nothing inside is kept and backward recomputes it, drawing the same
-    dropout mask again: the module's own ops, bit-identical."""
-    from layers.checkpointing import checkpoint
+def _replay_attentions(model: nn.Module, options: MaskStorage, state: _PatchState, why: str) -> None:
+    """Attention outside AttentionInterface: its cores recomputed in backward, dropout replayed from bits."""
+    from .replayed_attention import attention_cores, replay
 
-    def wrap(forward):
-        def run(*args: Any, **kwargs: Any) -> Any:
-            if not torch.is_grad_enabled():
-                return forward(*args, **kwargs)
-            return checkpoint(forward, *args, preserve_rng_state=True, **kwargs)
-        return run
-
-    for path, module in model.named_modules():
-        if _computes_attention(module) and not state.exclude(path):
-            module.forward = wrap(module.forward)
-            state.checkpointed.append(module)
-    reason = (f"{type(model).__name__}'s attention does not dispatch through transformers' AttentionInterface;"
-              f" {len(state.checkpointed)} attention modules are recomputed in backward instead (checkpointed,"
-              " the dropout mask redrawn from the saved RNG state)")
+    state.checkpointed = [m for _, m in attention_cores(model, state.exclude)]
+    replay(state.checkpointed, options)
+    reason = (f"{type(model).__name__}'s attention {why}; {len(state.checkpointed)} attention modules are recomputed"
+              " in backward instead (checkpointed, their dropout masks replayed from 1-bit copies)")
     if not state.checkpointed:
-        reason = f"{type(model).__name__} cannot switch its attention implementation (no AttentionInterface)"
+        reason = f"{type(model).__name__}'s attention {why}, and no attention module applying dropout was found"
     state.skipped.append(("attention", reason))
 
 
@@ -498,14 +502,3 @@ def _may_call_dropout(module: nn.Module) -> bool:
     if library != "transformers":
         return True
     return any("dropout" in attr and isinstance(v, float) and v > 0 for attr, v in vars(module).items())
-
-
-def _computes_attention(module: nn.Module) -> bool:
-    """An innermost attention module holding its own dropout module (MPNet-style: the softmax and the
-    dropout in its forward) that takes no kv cache (a recompute would update the cache twice)."""
-    inside = list(module.modules())[1:]
-    if "Attention" not in type(module).__name__ or any("Attention" in type(m).__name__ for m in inside):
-        return False
-    dropouts = (nn.modules.dropout._DropoutNd, PackedDropout)
-    cached = any("cache" in p or "past" in p for p in inspect.signature(module.forward).parameters)
-    return any(isinstance(c, dropouts) for c in module.children()) and not cached

@@ -34,6 +34,7 @@ from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
 from .checkpointing import checkpoint, inside_checkpoint
+from .float_masks import BinaryFloatMask
 from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler
@@ -130,15 +131,24 @@ def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, pres
     return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
 
 
-def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | None]:
-    """(spec, tensor) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
+def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | BinaryFloatMask | None]:
+    """(spec, mask) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
     while compiling, a plain bool mask packed at 1 bit (the compiled step then keeps these bytes, as
-    eager keeps the PackedBool's); anything else as is, with spec None."""
+    eager keeps the PackedBool's); a {0, min} float mask as a `BinaryFloatMask` (stock SDPA keeps no
+    mask: the checkpoint must not keep 32 bits per score for it); anything else as is, with spec None.
+    `checkpointed_mask` undoes it inside the core."""
     if isinstance(attn_mask, PackedBool):
         return (attn_mask.shape, attn_mask.bits), attn_mask.packed
     if attn_mask is not None and attn_mask.dtype == torch.bool and torch.compiler.is_compiling():
         return (attn_mask.shape, 1), kernels.pack(attn_mask, 1)
-    return None, attn_mask
+    return None, BinaryFloatMask.of(attn_mask) or attn_mask
+
+
+def checkpointed_mask(mask: torch.Tensor | BinaryFloatMask | None, spec: tuple | None) -> torch.Tensor | None:
+    """The mask `checkpoint_mask` gave as (`spec`, `mask`), as the caller passed it (bool or float)."""
+    if isinstance(mask, BinaryFloatMask):
+        return mask.restore()
+    return mask if spec is None else kernels.unpack(region_local(mask), *spec)
 
 
 def region_local(t: torch.Tensor) -> torch.Tensor:
@@ -175,9 +185,11 @@ class DropoutSpec:
             return None
         # A 0-dim `like`: the mask is drawn contiguous, as F.dropout's empty_like(probs) is. (Passing
         # q itself would lend it q's strides whenever q has the probabilities' shape, Sk == D.)
-        return self._draw(like.new_empty(()))
+        return self.draw_like(like.new_empty(()))
 
-    def _draw(self, like: torch.Tensor) -> torch.Tensor:
+    def draw_like(self, like: torch.Tensor) -> torch.Tensor:
+        """The packed mask drawn in the layout of `like` when it has the mask's shape (F.dropout draws
+        into ``empty_like(input)``: a transposed input is drawn in its own memory order)."""
         key = get_sampler(self.sampler).key(like.device, replay=False)  # the fast sampler's seed; None for exact
         return draw_packed(self.sampler, key, self.shape, 1.0 - self.p, like, self.bits)
 
@@ -193,20 +205,22 @@ class DropoutSpec:
                 )
             if self.p == 1.0:
                 return attn * torch.zeros((), dtype=attn.dtype, device=attn.device)
-            bits = keep if keep is not None else self._draw(attn)
+            bits = keep if keep is not None else self.draw_like(attn)
             if attn.device.type == "cuda":
                 mask = kernels.unpack(bits, self.shape, self.bits)
                 return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))
-            return attn * unpack_scaled(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
+            noise = unpack_scaled(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
+            if not attn.is_contiguous():  # F.dropout's noise is empty_like(input): the product takes its layout
+                noise = torch.empty_like(attn).copy_(noise)
+            return attn * noise
 
         return apply
 
 
 def _core(drop: DropoutSpec, mask_spec: tuple | None, is_causal: bool, scale: float | None, enable_gqa: bool,
-          query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+          query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | BinaryFloatMask | None,
           keep: torch.Tensor | None) -> torch.Tensor:
-    if mask_spec is not None:
-        attn_mask = kernels.unpack(region_local(attn_mask), *mask_spec)
+    attn_mask = checkpointed_mask(attn_mask, mask_spec)
     return sdpa_math(query, key, value, attn_mask, drop.dropout(keep), is_causal, scale, enable_gqa)
 
 

@@ -20,6 +20,7 @@ from .bernoulli_mask import BernoulliMask
 from .fused_dropout import FusedDropoutFunction, can_fuse
 from .mask_type import apply_mask
 from .options import MaskStorage, check_floating, check_p
+from .replayed_dropout import active_tape
 
 
 class DropoutMask(BernoulliMask):
@@ -73,6 +74,8 @@ def dropout_with(
     Example:
         >>> y = dropout_with(MaskStorage(bits=2), torch.randn(4, 8), 0.1)
     """
+    if (tape := active_tape()) is not None:  # inside a recomputed region: masks replayed from its tape
+        return tape.dropout(x, p, training, inplace)
     p = check_p(p)
     check_floating(x, "input")
     if not training or p == 0.0 or x.numel() == 0:
