@@ -7,16 +7,23 @@ with ``fullgraph=True`` (inductor when timing; "aot_eager" under ``--benchmark-d
 case only checks that it runs, to keep CI's compile time down). Target (see docs/compile.md):
 compiled patched step time <= 1.0x compiled stock, saved bytes <= the eager patched step's.
 
+``test_compiled_step_memory_budget``: TinyBERT compiled under
+``torch._functorch.config.activation_memory_budget`` 1.0 / 0.5 / 0.1 (one group per budget, so the
+summary's ``saved/native`` column compares packed with stock at the same budget). Under
+``--benchmark-disable`` only packed at budget 0.1 runs, on "aot_eager_decomp_partition" (inductor's
+partitioner, which reads the budget, without its code generation).
+
 ``extra_info``: ``saved_bytes`` (compiled step, census around the compiled call), ``peak_bytes``
 (compiled step; CUDA only: the CPU peak tracker is a dispatch mode, which dynamo refuses),
 ``eager_saved_bytes`` / ``eager_peak_bytes`` (the same model uncompiled), ``backend``, ``batch``,
-``seq_len``.
+``seq_len``, ``budget`` (None: torch's default, 1.0).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch._functorch.config
 
 from benchmarks.experiments.probes import step_memory, timed_step
 from benchmarks.experiments.training import random_batch, train_step
@@ -28,23 +35,49 @@ def small_mixtral() -> torch.nn.Module:
     from transformers import MixtralConfig, MixtralForSequenceClassification
 
     config = MixtralConfig(
-        vocab_size=8192, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, attention_dropout=0.1,
-        max_position_embeddings=512, num_labels=2, pad_token_id=0,
+        vocab_size=8192,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        attention_dropout=0.1,
+        max_position_embeddings=512,
+        num_labels=2,
+        pad_token_id=0,
     )
     return MixtralForSequenceClassification(config)
 
 
 MODELS = {"TinyBERT-4L-312H": tiny_bert, "Mixtral-4L-256H-8E": small_mixtral}
+VARIANTS = ["native", "packed-1bit-lazy"]
+BUDGETS = [1.0, 0.5, 0.1]  # torch._functorch.config.activation_memory_budget (docs/compile.md)
 
 
-@pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
+    _compiled_case(benchmark, name, variant, "inductor" if benchmark.enabled else "aot_eager")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_compiled_step_memory_budget(benchmark, budget: float, variant: str) -> None:
+    # The budget acts in the min-cut partitioner only (inductor's; aot_eager has none), so
+    # under --benchmark-disable one budget runs on inductor's partitioner without its codegen.
+    if not benchmark.enabled and (budget != min(BUDGETS) or variant == "native"):
+        pytest.skip("one case is enough to check it runs (compiling is slow on CI's 2 cores)")
+    backend = "inductor" if benchmark.enabled else "aot_eager_decomp_partition"
+    with torch._functorch.config.patch(activation_memory_budget=budget):
+        _compiled_case(benchmark, "TinyBERT-4L-312H", variant, backend, budget)
+
+
+def _compiled_case(benchmark, name: str, variant: str, backend: str, budget: float | None = None) -> None:
     pytest.importorskip("transformers")
     torch._dynamo.reset()
     batch_size = BATCH if benchmark.enabled else BATCH_WHEN_DISABLED
-    backend = "inductor" if benchmark.enabled else "aot_eager"
     model = MODELS[name]()
     if variant != "native":
         from integrations.huggingface import patch_model
@@ -62,8 +95,10 @@ def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
             raise
         import transformers  # stock itself does not compile (5.14's grouped_mm fallback backward guards on data)
 
-        pytest.skip(f"stock {name} does not compile with fullgraph=True on transformers {transformers.__version__}: "
-                    f"{str(exc).splitlines()[0]}")
+        pytest.skip(
+            f"stock {name} does not compile with fullgraph=True on transformers {transformers.__version__}: "
+            f"{str(exc).splitlines()[0]}"
+        )
     # step_memory's peak tracker is a dispatch mode, which dynamo refuses: only the census here
     # (peak_bytes on CUDA from the allocator).
     if DEVICE == "cuda":
@@ -73,10 +108,20 @@ def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
     optimizer.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else None
 
-    benchmark.group = f"compiled training step: {name} b{batch_size} s{SEQ_LEN} {DEVICE}"
+    at = "" if budget is None else f" activation_memory_budget={budget}"
+    benchmark.group = f"compiled training step{at}: {name} b{batch_size} s{SEQ_LEN} {DEVICE}"
     benchmark.extra_info.update(
-        variant=variant, backend=backend, batch=batch_size, seq_len=SEQ_LEN, peak_bytes=peak,
-        saved_bytes=census.total_bytes, eager_saved_bytes=eager.saved_bytes, eager_peak_bytes=eager.peak_bytes,
+        variant=variant,
+        backend=backend,
+        budget=budget,
+        batch=batch_size,
+        seq_len=SEQ_LEN,
+        peak_bytes=peak,
+        saved_bytes=census.total_bytes,
+        eager_saved_bytes=eager.saved_bytes,
+        eager_peak_bytes=eager.peak_bytes,
     )
-    loss = benchmark.pedantic(lambda: timed_step(compiled, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1)
+    loss = benchmark.pedantic(
+        lambda: timed_step(compiled, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1
+    )
     assert torch.isfinite(torch.tensor(loss))
