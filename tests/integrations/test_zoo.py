@@ -1,0 +1,168 @@
+"""The model zoo (zoo.py): every architecture of the installed transformers whose config has a dropout
+probability, built tiny with every dropout > 0, trained stock and patched, for the default attention
+implementation and "eager" where that differs. Per (model type, implementation):
+
+- identical: losses, gradients and parameters `torch.equal` over `zoo.STEPS` AdamW steps;
+- masks: nothing binary of `zoo.B * zoo.S` elements or more kept unpacked for backward (what the first
+  forward makes and backward frees: a bool, a 0/1 integer or a {0, c} float tensor);
+- floats: no more float bytes kept than stock keeps;
+- report: `report(model)` counts what the first forward did (PackedDropout modules run, attention
+  modules run packed, functional dropout calls packed);
+- unpatch: state_dict keys, module types and attention implementation as before.
+
+The table in docs/huggingface.md is generated from the same checks: ``python -m tests.integrations.zoo
+--markdown``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import pytest
+
+from . import zoo
+
+pytest.importorskip("transformers")
+
+_NEEDS = "needs {} (not a dependency of packedbool; not installable from PyPI with a CPU torch)"
+_INPUTS = "its head takes no simple batch: {}"
+_TINY = "no tiny config: {}"
+_HYBRID = "the first two layers have no attention (recurrent / linear layers first) and stock raises in a 2-layer model"
+# Model types the zoo cannot check here, and why.
+EXCLUDED: dict[str, str] = {
+    "dinat": _NEEDS.format("the natten library"),
+    "layoutlmv2": _NEEDS.format("detectron2"),
+    "gemma3n": _NEEDS.format("timm (its audio and vision towers)"),
+    "diffllama": "its one dropout, attention_dropout, must be 0: DiffLlama raises for attention_dropout > 0",
+    "encoder-decoder": "a composite of two configs the caller chooses: there is no default encoder or decoder",
+    "git": _INPUTS.format("the causal-LM head needs pixel_values (its loss slices past the image tokens)"),
+    "imagegpt": _INPUTS.format("the image-classification head takes color-cluster input_ids, not pixels"),
+    "perceiver": _INPUTS.format("the masked-LM head needs inputs as long as its 2048 latent positions"),
+    "siglip2": _INPUTS.format("pixel_values are pre-cut patches with spatial shapes"),
+    "shieldgemma2": _INPUTS.format("the image-classification head needs input_ids with image tokens"),
+    "voxtral_realtime": _INPUTS.format("input_features (audio)"),
+    "xmod": _INPUTS.format("a language id (set_default_language) for its adapters"),
+    "layoutlmv3": _INPUTS.format("bounding boxes and images"),
+    "lilt": _INPUTS.format("bounding boxes"),
+    "pp_lcnet": "its image-classification head returns no loss",
+    "musicgen": _INPUTS.format("codebook-interleaved decoder ids and a text encoder config"),
+    "musicgen_melody": _INPUTS.format("codebook-interleaved decoder ids and a text encoder config"),
+    "nemo_speechlm": _TINY.format(
+        "the audio head's width is a separate field validated against the encoder's"
+    ),
+    "efficientnet": _TINY.format("its widths are derived by scaling rules from a fixed 2560-wide head"),
+    "hiera": _TINY.format("mask-unit and query strides fix the image size (224)"),
+    "mobilevitv2": _TINY.format("five downsampling stages need images larger than 32x32"),
+    "jamba": _HYBRID,
+    "zamba": _HYBRID,
+    "zamba2": _HYBRID,
+    "recurrent_gemma": _HYBRID,
+}
+
+# Known failures (a real defect each, to fix): strict xfail, so a fix shows as XPASS and the entry goes.
+# Keys: a model type (every implementation) or "model_type:impl".
+PENDING: dict[str, str] = {}
+
+
+@functools.cache
+def _entries() -> dict[str, zoo.Entry]:
+    return zoo.discover()
+
+
+def _cases() -> list:
+    cases = []
+    for model_type in _entries():
+        if model_type in EXCLUDED:
+            continue
+        for impl in ("default", "eager"):
+            reason = PENDING.get(f"{model_type}:{impl}", PENDING.get(model_type))
+            marks = [pytest.mark.slow] + ([pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
+            cases.append(pytest.param(model_type, impl, marks=marks, id=f"{model_type}-{impl}"))
+    return cases
+
+
+@pytest.mark.parametrize("model_type, impl", _cases())
+def test_patched_training_is_stock_with_masks_packed(model_type: str, impl: str) -> None:
+    entry = _entries()[model_type]
+    impls = zoo.implementations(entry)
+    if impl == "eager" and impls == ["eager"]:
+        pytest.skip(f"{model_type}'s default implementation is eager (checked as default)")
+    result = zoo.check(entry, impls[0] if impl == "default" else "eager")
+    assert result.mismatch is None, f"not bit-identical: {result.mismatch}"
+    assert not result.unpacked_masks, (
+        f"binary tensors kept unpacked (dtype, elements): {result.unpacked_masks}"
+    )
+    stock, patched = result.float_bytes
+    assert patched <= stock, f"patched keeps {patched} float bytes, stock {stock}"
+    assert zoo.counts_agree(result), f"report {result.report}, first forward did {result.observed}"
+    assert result.restored is None, f"unpatch_model did not restore the {result.restored}"
+
+
+def test_the_zoo_covers_every_model_type_with_a_dropout_but_the_excluded() -> None:
+    """Discovery reads transformers' own mappings: BERT-family, decoders, seq2seq and vision all found;
+    every exclusion names a model type of the installed transformers (stale ones must go)."""
+    from transformers import CONFIG_MAPPING
+
+    entries = _entries()
+    assert {"bert", "gpt2", "bart", "t5", "vit", "mixtral"} <= entries.keys()
+    assert entries["bart"].head == "seq2seq" and entries["vit"].head == "image-classification"
+    assert all(zoo.dropout_fields(t) for t in entries)
+    assert not zoo.dropout_fields("mamba")  # no dropout probability in its config: not in the zoo
+    stale = [t for t in EXCLUDED if t in CONFIG_MAPPING and t not in entries]
+    assert not stale, f"excluded but not in the zoo: {stale}"
+    assert not EXCLUDED.keys() & {k.partition(":")[0] for k in PENDING}
+
+
+def test_tiny_config_is_tiny_with_every_dropout_set() -> None:
+    config = zoo.tiny_config(_entries()["bert"])
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.vocab_size) == (
+        32,
+        2,
+        4,
+        zoo.VOCAB,
+    )
+    assert (
+        config.hidden_dropout_prob
+        == config.attention_probs_dropout_prob
+        == config.classifier_dropout
+        == zoo.P
+    )
+
+
+def test_the_census_sees_an_unpacked_mask_and_the_report_check_a_false_count() -> None:
+    """The checks can fail: stock BERT keeps dropout noise ({0, 1/(1-p)} floats); a report counting a
+    PackedDropout that never ran disagrees with what the first forward did."""
+    result = zoo.check(_entries()["bert"], "eager")
+    assert result.mismatch is None and not result.unpacked_masks and zoo.counts_agree(result)
+    false_count = zoo.Result("bert", "eager", "masked-lm", report={"dropout": 1}, observed={"dropout": 0})
+    assert not zoo.counts_agree(false_count)
+    model = zoo.build(_entries()["bert"], "eager")
+    made = zoo._Made()
+    batch = zoo.inputs(_entries()["bert"], model)
+    with made:
+        loss = model(**batch).loss
+    alive = made.alive()
+    loss.backward()
+    del loss
+    kept = [k for ref, k in alive if ref() is None]
+    assert any(k.binary and k.dtype.is_floating_point and k.numel >= zoo.B * zoo.S for k in kept)
+
+
+def test_the_doc_table_lists_exactly_the_covered_model_types() -> None:
+    """docs/huggingface.md's table is generated by the zoo; it must not drift from the zoo."""
+    import transformers
+
+    text = (Path(__file__).resolve().parents[2] / zoo.DOC).read_text()
+    body = text[text.index(zoo.BEGIN) : text.index(zoo.END)]
+    version = re.search(r"with transformers (\S+),", body)
+    assert version, "the table says which transformers generated it"
+    if version.group(1) != transformers.__version__:
+        pytest.skip(
+            f"table generated with transformers {version.group(1)}, {transformers.__version__} installed"
+        )
+    listed = {line.split("|")[1].strip() for line in body.splitlines() if line.startswith("| ")} - {
+        "model type"
+    }
+    assert listed == _entries().keys() - EXCLUDED.keys()
