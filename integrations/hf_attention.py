@@ -53,8 +53,8 @@ from layers.attention import DropoutSpec, checkpoint_core, checkpoint_mask, chec
 from layers.float_masks import BinaryFloatMask, pack_float_masks, restore_float_masks
 
 from . import flash_attn
-from .functional_dropout import DropoutRoute
 from .hf_registry import DEFAULT, register
+from .replayed_attention import AttentionDropoutRoute
 
 REFERENCES = ("sdpa", "eager")
 STOCK = "_packedbool_stock"  # set on an attention module that patch_model's filters leave alone
@@ -116,7 +116,9 @@ def packed_attention_forward(
         out = flash_attn.flash_attention(query, key, value, dropout, causal, scaling)
         return out.transpose(1, 2).contiguous(), None
     train = module.training and dropout > 0.0 and not stock
-    if reference == "sdpa":
+    # T5's position_bias: the SDPA reference builds a (B, H, Sq, Sk) float mask from it per layer, which
+    # stock frees after use: build it inside the checkpoint (below), not before SDPA's own.
+    if reference == "sdpa" and not (train and isinstance(kwargs.get("position_bias"), torch.Tensor)):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         mask = attention_mask if train or attention_mask is None else _unpacked(attention_mask)
@@ -124,21 +126,16 @@ def packed_attention_forward(
             out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
                                             **kwargs)
         return out, None
-    eager = eager_function(module)
-    if eager is None:
-        raise PackedBoolValueError(
-            f"{type(module).__name__}'s modeling file has no eager_attention_forward to reproduce;"
-            " patch this model with patch_model(model, attention=False)."
-        )
-    dtype = _mask_dtype(module, query)
+    function = _reference_function(module, reference)
+    dtype = _mask_dtype(module, query) if reference == "eager" else None
     if not train:
         mask = None if attention_mask is None else _eager_mask(_unpacked(attention_mask), dtype)
-        out, _ = eager(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
+        out, _ = function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
         return out, None
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(dropout, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
     keep = drop.draw(query)
-    # The checkpoint keeps a packed mask's bytes and {0, min} float masks (T5's cross-attention bias) as bits.
+    # The checkpoint keeps a packed mask's bytes, and float masks over a per-key bias as bits (layers.float_masks).
     mask_spec, attention_mask = checkpoint_mask(attention_mask)
     _, kwargs = pack_float_masks((), kwargs)
     route = _route(drop, keep)
@@ -146,27 +143,44 @@ def packed_attention_forward(
     # Compiling: dynamo refuses a mode entered inside a checkpoint, and needs none there: the route
     # is applied while tracing, and AOTAutograd recomputes from the traced graph.
     compiling = torch.compiler.is_compiling()
-    core = partial(_eager_core, eager, module, dropout, None if compiling else route, mask_spec, dtype, scaling, kwargs)
+    core = partial(_reference_core, function, module, dropout, None if compiling else route, mask_spec, dtype,
+                   scaling, kwargs)
     with route if compiling else nullcontext():
         out = checkpoint_core(core, query, key, value, attention_mask, keep, preserve_rng_state=drop.seeded)
     return out, None
 
 
-def _route(drop: DropoutSpec, keep: torch.Tensor | None) -> DropoutRoute:
-    """F.dropout(probs) -> probs * noise, the noise replayed from the packed mask `keep`."""
+def _reference_function(module: torch.nn.Module, reference: str) -> Callable:
+    if reference == "sdpa":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward
+    eager = eager_function(module)
+    if eager is None:
+        raise PackedBoolValueError(
+            f"{type(module).__name__}'s modeling file has no eager_attention_forward to reproduce;"
+            " patch this model with patch_model(model, attention=False)."
+        )
+    return eager
+
+
+def _route(drop: DropoutSpec, keep: torch.Tensor | None) -> AttentionDropoutRoute:
+    """F.dropout(probs) and SDPA's dropout -> probs * noise, the noise replayed from the packed mask `keep`."""
     apply = drop.dropout(keep)
-    return DropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x)
+    return AttentionDropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x)
 
 
-def _eager_core(eager: Callable, module: torch.nn.Module, p: float, route: DropoutRoute | None,
-                mask_spec: tuple | None, dtype: torch.dtype, scaling: float | None, kwargs: dict, query: torch.Tensor, key: torch.Tensor,
-                value: torch.Tensor, mask: torch.Tensor | BinaryFloatMask | None, keep: torch.Tensor | None) -> torch.Tensor:
+def _reference_core(function: Callable, module: torch.nn.Module, p: float, route: AttentionDropoutRoute | None,
+                    mask_spec: tuple | None, dtype: torch.dtype | None, scaling: float | None, kwargs: dict,
+                    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    mask: torch.Tensor | BinaryFloatMask | None, keep: torch.Tensor | None) -> torch.Tensor:
+    """The reference `function` on the checkpoint's inputs; `dtype`: the eager float mask's (None: SDPA's bool)."""
     mask = checkpointed_mask(mask, mask_spec)
-    if mask is not None:
+    if mask is not None and dtype is not None:
         mask = _eager_mask(mask, dtype)
     _, kwargs = restore_float_masks((), kwargs)
     with route or nullcontext():
-        out, _ = eager(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
+        out, _ = function(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
     return out
 
 

@@ -12,7 +12,10 @@
   a mask function registered with transformers' ``AttentionInterface`` / ``AttentionMaskInterface``
   under one name (see `hf_attention`), selected with ``model.set_attn_implementation``; they
   reproduce the implementation the model used before ("sdpa" or "eager") bit for bit. The model
-  gets its own copy of its config first, so other models sharing that config object are untouched;
+  gets its own copy of its config first, so other models sharing that config object are untouched.
+  A model whose attention does not dispatch there (Longformer, BLOOM, Falcon, DeBERTa, ...) gets
+  its attention modules recomputed in backward, their dropout masks replayed from bits (see
+  `replayed_attention`);
 - MoE expert dispatch goes through an experts function registered with ``ExpertsInterface``
   (see `hf_moe`), selected with ``model.set_experts_implementation``;
 - GELU / SiLU-like activation modules are wrapped so their output is recomputed in backward instead
@@ -74,10 +77,12 @@ class PatchReport:
     """What `patch_model` packed, and what it left alone and why.
 
     Attributes:
-        replaced: count per kind: ``dropout`` (nn.Dropout modules swapped), ``functional_dropout``
+        replaced: count per kind: ``dropout`` (nn.Dropout modules swapped; once the model has run,
+            those that ran), ``functional_dropout``
             (F.dropout / torch.dropout calls packed since the model's latest forward began:
             observed, so 0 until it has run), ``attention`` (attention modules whose config now selects the
-            packed attention function, plus attention modules recomputed in backward), ``router``
+            packed attention function, plus attention modules recomputed in backward: once the model
+            has run, those that ran recomputed), ``router``
             (MoE experts modules now dispatching through a packed routing mask), ``activation``
             (activation modules whose output is recomputed in backward).
         skipped: (where, why) for everything a user might expect packed but is not; modules left

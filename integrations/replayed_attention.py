@@ -13,7 +13,8 @@ non-reentrant checkpoint (`layers.checkpointing`) inside a `layers.DropoutTape` 
 - every dropout in it (F.dropout, ``PackedDropout`` modules) draws with F.dropout's generator calls
   and keeps its mask at `bits` bits; the recompute in backward takes the masks back from their bits;
 - an ``F.scaled_dot_product_attention`` call with dropout runs SDPA's math path
-  (`layers.attention_core.sdpa_math`) with the tape's dropout, as `layers.packed_attention` does;
+  (`layers.attention_core.sdpa_math`) with the tape's dropout (`AttentionDropoutRoute`), as
+  `layers.packed_attention` does;
 - {0, min} float masks among the module's arguments are kept as bits (`layers.float_masks`).
 
 So the (B, H, S, S) float probabilities and dropout noise are not kept, only the module's inputs and
@@ -41,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from layers import MaskStorage, PackedDropout
-from layers.attention import fused_kernel_runs
 from layers.attention_core import sdpa_math
 from layers.checkpointing import checkpoint, inside_checkpoint
 from layers.float_masks import pack_float_masks, restore_float_masks
@@ -52,6 +52,7 @@ from .functional_dropout import DropoutRoute
 RECOMPUTED = "_packedbool_recomputed"  # set on a module once its forward has run recomputed
 _DROPOUTS = (nn.modules.dropout._DropoutNd, PackedDropout)
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+_AUTOCAST = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def attention_cores(model: nn.Module, skip: Callable[[str], bool]) -> list[tuple[str, nn.Module]]:
@@ -86,8 +87,8 @@ def replayed_forward(
         return forward(module, *args, **kwargs)
     object.__setattr__(module, RECOMPUTED, True)
     args, kwargs = pack_float_masks(args, kwargs)
-    # preserve_rng_state: the masks come back from the tape; anything else random inside (a fused
-    # CUDA attention kernel) draws again from the same generator state.
+    # preserve_rng_state: the masks come back from the tape; anything else random inside draws again
+    # from the same generator state.
     return checkpoint(
         _region, forward, module, DropoutTape(options), *args, preserve_rng_state=True, **kwargs
     )
@@ -95,27 +96,39 @@ def replayed_forward(
 
 def _region(forward: Callable, module: nn.Module, tape: DropoutTape, *args: Any, **kwargs: Any) -> Any:
     args, kwargs = restore_float_masks(args, kwargs)
-    with tape.scope(), _TapeRoute(tape):
+    with tape.scope(), AttentionDropoutRoute(tape.dropout):
         return forward(module, *args, **kwargs)
 
 
-class _TapeRoute(DropoutRoute):
-    """F.dropout calls -> the tape; ``F.scaled_dot_product_attention`` with dropout -> SDPA's math path
-    with the tape's dropout (on CUDA, where a fused kernel runs, SDPA itself: it keeps no mask)."""
-
-    def __init__(self, tape: DropoutTape) -> None:
-        super().__init__(tape.dropout)
+class AttentionDropoutRoute(DropoutRoute):
+    """`DropoutRoute` that also answers ``F.scaled_dot_product_attention`` calls with dropout: SDPA's math
+    path (`layers.attention_core.sdpa_math`, its ops) with ``drop(probs, p, True, False)`` as its dropout,
+    so that dropout too is one the caller keeps and replays. Calls without dropout run SDPA itself."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is not F.scaled_dot_product_attention:
             return super().__torch_function__(func, types, args, kwargs)
         call = dict(zip(_SDPA_ARGS, args, strict=False)) | (kwargs or {})
         p = call.get("dropout_p", 0.0)
-        q, k, v, mask = call["query"], call["key"], call["value"], call.get("attn_mask")
-        causal, gqa = call.get("is_causal", False), call.get("enable_gqa", False)
-        if p == 0.0 or fused_kernel_runs(q, k, v, mask, p, causal, gqa):
+        if p == 0.0:
             return func(*args, **(kwargs or {}))
-        return sdpa_math(q, k, v, mask, partial(self.drop, p=p), causal, call.get("scale"), gqa)
+        q, k, v, mask = call["query"], call["key"], call["value"], call.get("attn_mask")
+        drop = partial(self.drop, p=p, training=True, inplace=False)
+        run = partial(
+            sdpa_math,
+            dropout=drop,
+            is_causal=call.get("is_causal", False),
+            scale=call.get("scale"),
+            enable_gqa=call.get("enable_gqa", False),
+        )
+        device = q.device.type
+        if not torch.is_autocast_enabled(device):
+            return run(q, k, v, mask)
+        # what autocast does around SDPA (one lower-precision op), not op by op inside its math path
+        dtype = torch.get_autocast_dtype(device)
+        cast = [t.to(dtype) if t is not None and t.dtype in _AUTOCAST else t for t in (q, k, v, mask)]
+        with torch.autocast(device, enabled=False):
+            return run(*cast)
 
 
 def _is_core(module: nn.Module) -> bool:

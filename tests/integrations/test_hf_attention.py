@@ -191,3 +191,63 @@ def test_registry_names_and_registration() -> None:
         assert name == register_attention(options, reference=reference)  # idempotent
         assert name in AttentionInterface() and name in AttentionMaskInterface()
         assert not any(word in name for word in ("sdpa", "flash", "flex", "|"))
+
+
+def _swin():
+    from transformers import SwinConfig, SwinForImageClassification
+
+    config = SwinConfig(image_size=32, embed_dim=32, depths=[1, 1], num_heads=[2, 4], window_size=4,
+                        attention_probs_dropout_prob=0.1, hidden_dropout_prob=0.1, num_labels=3)
+    return SwinForImageClassification(config)
+
+
+def _beit():
+    from transformers import BeitConfig, BeitForImageClassification
+
+    config = BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, use_relative_position_bias=True, attention_probs_dropout_prob=0.1,
+                        hidden_dropout_prob=0.1, num_labels=3)
+    return BeitForImageClassification(config)
+
+
+@pytest.mark.parametrize("build", [_swin, _beit], ids=["swin", "beit-relative-bias"])
+def test_a_float_bias_as_eager_attention_mask_is_used_as_it_is(build) -> None:
+    """Swin (always) and BEiT with relative position bias hand the eager attention function a float
+    bias as attention_mask: the packed function adds it as eager does (it raised), in training and eval."""
+    import copy
+
+    from integrations.huggingface import patch_model
+    from tests.integrations.tiny_models import assert_identical, loss_and_grads
+
+    torch.manual_seed(0)
+    reference = build().train()
+    reference.set_attn_implementation("eager")
+    patched = copy.deepcopy(reference)
+    assert patch_model(patched).attn_implementation == "packedbool-eager"
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"pixel_values": torch.randn(2, 3, 32, 32, generator=gen), "labels": torch.tensor([0, 2])}
+    assert_identical(loss_and_grads(reference, inputs), loss_and_grads(patched, inputs))
+    with torch.no_grad():
+        assert torch.equal(reference.eval()(**inputs).logits, patched.eval()(**inputs).logits)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_t5_keeps_no_score_sized_float_bias(impl: str) -> None:
+    """T5's attention gets position_bias (B, H, Sq, Sk): cross-attention's a pure {0, min} mask, self-attention's
+    made into a per-layer float mask by transformers' SDPA function. Stock keeps neither for backward; patched,
+    nothing score-sized is kept either (the shared (1, H, S, S) bias of each stack stays, at half that size
+    here), and training is bit-identical."""
+    import copy
+
+    from integrations.huggingface import patch_model
+    from tests.integrations.test_faithful_attention import _kept
+    from tests.integrations.tiny_models import T5, assert_identical, loss_and_grads
+
+    reference = T5.model(attn_implementation=impl)
+    patched = copy.deepcopy(reference)
+    patch_model(patched)
+    assert_identical(loss_and_grads(reference, T5.inputs()), loss_and_grads(patched, T5.inputs()))
+    batch, seq = 2, 128
+    score_floats = batch * 4 * seq * seq * 4
+    assert sum(n >= score_floats for n in _kept(reference, T5.inputs(batch=batch, seq=seq))) >= 3 * 6
+    assert max(_kept(patched, T5.inputs(batch=batch, seq=seq))) < score_floats

@@ -411,7 +411,8 @@ def test_exclude_keeps_functional_dropouts_of_a_block_stock() -> None:
 
 def test_excluded_attention_runs_stock_where_the_declared_module_wraps_the_caller(monkeypatch) -> None:
     """T5 declares T5LayerSelfAttention as its attention; the T5Attention inside calls the attention
-    function. Excluding encoder block 0 leaves its attention stock: 5 of 6 attention calls packed."""
+    function. Excluding encoder block 0 leaves its attention stock: 5 of 6 attention calls packed (each
+    passes position_bias: the reference runs inside the packed function's checkpoint)."""
     import transformers
 
     from integrations import hf_attention
@@ -419,8 +420,8 @@ def test_excluded_attention_runs_stock_where_the_declared_module_wraps_the_calle
     from .tiny_models import T5
 
     calls = []
-    original = hf_attention.packed_attention
-    monkeypatch.setattr(hf_attention, "packed_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = hf_attention.checkpoint_core
+    monkeypatch.setattr(hf_attention, "checkpoint_core", lambda *a, **k: calls.append(1) or original(*a, **k))
     inputs = T5.inputs()
     reference, model = T5.model(), T5.model()
     result = patch_model(model, exclude=["encoder.block.0"])

@@ -266,3 +266,17 @@ def test_a_patched_model_with_recomputed_attention_pickles() -> None:
     inputs = arch.inputs()
     assert_identical(loss_and_grads(model, inputs), loss_and_grads(loaded, inputs))
     assert str(report(loaded)) == str(report(model))
+
+
+@pytest.mark.parametrize("name", ["falcon_alibi", "t5"])
+def test_bf16_autocast_is_bit_identical(name: str) -> None:
+    """An SDPA call answered by SDPA's math path (Falcon's, T5's with position_bias) under autocast runs as
+    autocast runs SDPA: one bf16 op, not op by op."""
+    from .tiny_models import T5
+
+    arch = T5 if name == "t5" else MODELS[name]
+    reference = arch.model(attn_implementation="sdpa" if name == "t5" else None)
+    patched = copy.deepcopy(reference)
+    patch_model(patched)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_identical(loss_and_grads(reference, arch.inputs()), loss_and_grads(patched, arch.inputs()))
