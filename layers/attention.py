@@ -35,6 +35,7 @@ from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
 from .checkpointing import checkpoint, inside_checkpoint
 from .float_masks import BinaryFloatMask
+from .kept_draw import kept_draw
 from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler
@@ -185,7 +186,7 @@ class DropoutSpec:
             return None
         # A 0-dim `like`: the mask is drawn contiguous, as F.dropout's empty_like(probs) is. (Passing
         # q itself would lend it q's strides whenever q has the probabilities' shape, Sk == D.)
-        return self.draw_like(like.new_empty(()))
+        return kept_draw(self.draw_like, like.new_empty(()))
 
     def draw_like(self, like: torch.Tensor) -> torch.Tensor:
         """The packed mask drawn in the layout of `like` when it has the mask's shape (F.dropout draws

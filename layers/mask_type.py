@@ -26,6 +26,7 @@ import torch
 from bittensor_core import saved_mask_bytes
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
+from .kept_draw import kept_draw
 from .mask import Mask
 from .options import MaskStorage
 from .samplers import get_sampler
@@ -119,6 +120,10 @@ def apply_mask(
             "snapshot and replay torch's generator); use storage='packed' (1 bit per element) or "
             "sampler='fast' (seeded by an 8-byte key)."
         )
+    elif torch.compiler.is_compiling() and not storage.seeded:  # drawn here, so kept (see `kept_draw`)
+        sampler = get_sampler(storage.sampler)
+        shape = mask_type.sample(x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")).shape
+        given = kept_draw(lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).packed, x)
     return MaskFunction.apply(mask_type, storage, given, shape, x, *others)
 
 
@@ -165,6 +170,10 @@ def _saved(mask: Mask) -> torch.Tensor:
     census in eager mode (no Python attribute on a tensor inside a traced graph)."""
     flat = mask.flat()
     return flat if torch.compiler.is_compiling() else saved_mask_bytes(flat)
+
+
+def _draw_for(sampler: Any, like: torch.Tensor) -> Draw:
+    return _bind(sampler.draw, sampler.key(like.device, replay=False), like)
 
 
 def _bind(fn: Callable, key: torch.Tensor | None, like: torch.Tensor, device: torch.device | None = None) -> Draw:
