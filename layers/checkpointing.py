@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts  # noqa: F401 (re-exported)
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
 # {"respect_saved_tensors_hooks": False} where the installed torch has the argument (2.14+), else {}.

@@ -15,9 +15,8 @@ import functools
 from collections.abc import Callable
 
 import torch
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .checkpointing import checkpoint
+from .checkpointing import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 # The region's last op, on the packed bytes only: uint8 abs is the identity and packing never uses
 # it. Only its output is MUST_SAVE: the partitioner saves every MUST_SAVE node ("aot_eager" keeps
