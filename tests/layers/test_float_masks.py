@@ -34,9 +34,9 @@ def test_a_zero_min_mask_is_rebuilt_bit_for_bit(dtype: torch.dtype) -> None:
         lambda m: m.index_fill(-2, torch.tensor([0]), -0.0),  # -0.0 and +0.0 in one key's column
         lambda m: m + torch.arange(8.0)[:, None],  # a bias varying along the queries (relative positions)
         lambda m: m.requires_grad_(),  # a learned tensor
-        lambda m: m[:, :1].expand(-1, 3, -1, -1),  # a broadcast view: its storage is smaller than bits
-        lambda m: m.transpose(-1, -2),  # another layout than the one rebuilt
+        lambda m: m[:, :1, :1].clone().expand(-1, 3, 64, -1),  # a broadcast view: its storage is smaller than bits
         lambda m: m.long(),
+        lambda m: torch.randn_like(m),  # a float of many values, no min: not a mask
     ],
 )
 def test_anything_else_is_left_as_it_is(make) -> None:
@@ -58,3 +58,21 @@ def test_pack_and_restore_arguments() -> None:
     )
     args, kwargs = restore_float_masks(args, kwargs)
     assert torch.equal(args[1], mask) and torch.equal(kwargs["bias"], mask) and kwargs["flag"] is True
+
+
+def test_two_valued_floats_and_bools_are_kept_as_bits() -> None:
+    """Longformer hands its attention a {0, -10000} float mask and a bool padding mask of shape (B, S)."""
+    keep = torch.rand(2, 64, generator=torch.Generator().manual_seed(0)) < 0.5
+    for given in (keep, torch.zeros(2, 64).masked_fill(keep, -10000.0), keep.float()):
+        packed = BinaryFloatMask.of(given)
+        assert packed is not None and packed.packed.numel() == 2 * 64 // 8
+        assert packed.restore().dtype == given.dtype and torch.equal(packed.restore(), given)
+
+
+def test_a_slice_of_a_bigger_mask_is_kept_without_its_storage() -> None:
+    """Longformer slices (B, S) out of a (B, 1, S, S) float mask: keeping the slice would keep all of it."""
+    big = torch.zeros(2, 1, 64, 64)
+    big[0, ..., 48:] = torch.finfo(torch.float32).min
+    view = big[:, 0, 0, :]
+    packed = BinaryFloatMask.of(view)
+    assert packed is not None and packed.packed.numel() == 2 * 64 // 8 and torch.equal(packed.restore(), view)
