@@ -6,7 +6,7 @@ Bernoulli draw ``native_dropout`` makes (F.dropout draws the same numbers into i
 the output is ``x * mask * s`` and the gradient ``grad * mask * s`` with ``s`` F.dropout's noise
 value (NOTE(rounding) in `layers/noise.py`); on CUDA the mask comes from ``native_dropout``, as nn.Dropout's does.
 
-Saved for backward: the mask as a PackedBool (ceil(n * bits / 8) bytes) — nn.Dropout saves a
+Saved for backward: the mask's packed bytes (ceil(n * bits / 8)) — nn.Dropout saves a
 4-byte float noise tensor per element on CPU and a 1-byte bool mask on CUDA. ``storage="seeded"``
 saves only the generator state and draws the mask again in backward.
 """
