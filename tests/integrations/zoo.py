@@ -64,7 +64,7 @@ _SIZES = (
     (8, "head_dim d_head d_kv attention_head_size kv_channels qk_nope_head_dim qk_rope_head_dim v_head_dim"),
     (4, "rotary_dim mamba_n_heads window_size"),
     (1, "depths"),
-    (VOCAB, "vocab_size decoder_vocab_size"),
+    (VOCAB, "vocab_size decoder_vocab_size vocab_size_per_layer_input"),
     (IMAGE, "image_size"),
 )
 SIZE_OF = {name: size for size, names in _SIZES for name in names.split()}
@@ -244,6 +244,7 @@ class Kept:
     numel: int
     nbytes: int
     binary: bool  # bool, or two values one of which is 0 (a dropout noise, a float or 0/1 integer mask)
+    ptr: int
 
 
 class _Made(TorchDispatchMode):
@@ -273,7 +274,7 @@ class _Made(TorchDispatchMode):
                 continue
             seen.add(storage.data_ptr())
             flat = torch.empty(0, dtype=dtype).set_(storage, 0, (storage.nbytes() // dtype.itemsize,))
-            out.append((ref, Kept(dtype, flat.numel(), storage.nbytes(), _binary(flat))))
+            out.append((ref, Kept(dtype, flat.numel(), storage.nbytes(), _binary(flat), storage.data_ptr())))
         return out
 
 
@@ -296,6 +297,7 @@ class Ran:
     dropout: set[int] = field(default_factory=set)
     attention: set[int] = field(default_factory=set)
     functional_dropout: int = 0
+    packed: set[int] = field(default_factory=set)  # storages kernels.pack made (bytes of 0/1 are no mask)
 
 
 @contextmanager
@@ -333,7 +335,9 @@ def _observe(ran: Ran):
         dropout = functional or any(isinstance(m, PackedDropout) for m in stack)
         if not dropout and (outer := attention()) is not None:
             ran.attention.add(id(outer))
-        return pack(*args, **kwargs)
+        out = pack(*args, **kwargs)
+        ran.packed.add(out.untyped_storage().data_ptr())
+        return out
 
     def counted_dropout(*args: Any, **kwargs: Any) -> torch.Tensor:
         ran.functional_dropout += 1
@@ -457,7 +461,9 @@ def _check(entry: Entry, impl: str) -> Result:
         "attention": len(ran.attention),
     }
     result.unpacked_masks = [
-        (str(k.dtype).removeprefix("torch."), k.numel) for k in kept[1] if k.binary and k.numel >= B * S
+        (str(k.dtype).removeprefix("torch."), k.numel)
+        for k in kept[1]
+        if k.binary and k.numel >= B * S and k.ptr not in ran.packed
     ]
     result.float_bytes = tuple(sum(k.nbytes for k in side if k.dtype.is_floating_point) for side in kept)
     result.kept_bytes = tuple(sum(k.nbytes for k in side) for side in kept)
