@@ -162,13 +162,10 @@ PENDING: dict[str, str] = {
     "inkling2_text": "binary kept unpacked: bool 256 x2",
     "inkling_text": "binary kept unpacked: bool 256 x2",
     "lara_mini": "binary kept unpacked: bool 4096",
-    "led": "binary kept unpacked: float32 524288, bool 1024 x2, float32 32 x2",
-    "longformer": "binary kept unpacked: float32 524288, bool 1024 x2",
     "longt5": "report: attention 0 reported, 4 ran packed",
     "minimax": "report: attention 2 reported, 1 ran packed",
     "modernvbert": "report: attention 4 reported, 2 ran packed",
     "moss_transcribe_diarize": "report: attention 4 reported, 2 ran packed",
-    "mpnet": "binary kept unpacked: float32 32 x2",
     "mpt": "binary kept unpacked: bool 512",
     "musicflamingo": "report: attention 4 reported, 2 ran packed",
     "nemotron_h": "binary kept unpacked: bool 16384 x2",
@@ -184,14 +181,12 @@ PENDING: dict[str, str] = {
     "qwen3_asr": "report: attention 4 reported, 2 ran packed",
     "qwen3_next": "binary kept unpacked: bool 4096",
     "reformer": "not bit-identical (loss at step 0)",
-    "roformer": "binary kept unpacked: float32 32 x2",
     "seed_oss": "binary kept unpacked: float32 1024 x2",
     "t5gemma2": "binary kept unpacked: bool 32 x2; report: attention 6 reported, 4 ran packed",
     "ultravbert": "report: attention 4 reported, 2 ran packed",
     "voxtral": "report: attention 4 reported, 2 ran packed",
     "whisper": "report: attention 4 reported, 2 ran packed",
     "xlm": "binary kept unpacked: float32 32 x3, bool 32 x2",
-    "xlnet": "binary kept unpacked: float32 32, float32 512",
 }
 
 # transformers 5.14, the floor CI pins, where it differs from the newest (checked with 5.14.0 installed).
@@ -204,7 +199,6 @@ FLOOR_EXCLUDED: dict[str, str] = {
 }
 FLOOR_PENDING: dict[str, str] = {
     "moshi": "report: attention 0 reported, 2 ran packed",
-    "mt5": "binary kept unpacked: float32 32 x2",
 }
 
 
