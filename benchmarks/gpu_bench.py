@@ -89,21 +89,29 @@ def bench_pack(numel: int, device: torch.device, time_ms: Timer) -> list[dict]:
     for bits in (1, 2, 4):
         packed = triton_pack.pack(mask, bits)
         add(f"pack {bits}-bit", lambda b=bits: triton_pack.pack(mask, b), numel + packed.numel())
-        add(f"unpack {bits}-bit", lambda b=bits, pk=packed: triton_pack.unpack(pk, mask.shape, b),
-            numel + packed.numel())
+        add(
+            f"unpack {bits}-bit",
+            lambda b=bits, pk=packed: triton_pack.unpack(pk, mask.shape, b),
+            numel + packed.numel(),
+        )
     packed = triton_pack.pack(mask, 1)
     add("popcount 1-bit", lambda: triton_pack.popcount(packed), packed.numel())
     add("pack 1-bit, torch_ref (pure torch)", lambda: torch_ref.pack(mask, 1), numel + packed.numel())
     ragged = mask[: numel // 1000 * 1000].view(-1, 1000)  # rows not a multiple of 8: per-row padding
-    add("pack 1-bit, rows of 1000", lambda: triton_pack.pack(ragged, 1),
-        ragged.numel() + triton_pack.pack(ragged, 1).numel())
+    add(
+        "pack 1-bit, rows of 1000",
+        lambda: triton_pack.pack(ragged, 1),
+        ragged.numel() + triton_pack.pack(ragged, 1).numel(),
+    )
     for row in rows:
         row["GB/s"] = row["bytes"] / row["ms"] / 1e6
         row["of copy"] = row["GB/s"] / copy_gbs
     return rows
 
 
-def bench_dropout(numel: int, dtype: torch.dtype, p: float, device: torch.device, time_ms: Timer) -> list[dict]:
+def bench_dropout(
+    numel: int, dtype: torch.dtype, p: float, device: torch.device, time_ms: Timer
+) -> list[dict]:
     """Packed fused dropout vs torch's native dropout: forward, backward, both, and via autograd."""
     from layers.kernels.triton_dropout import fused_dropout_backward, fused_dropout_forward
 
@@ -125,7 +133,10 @@ def bench_dropout(numel: int, dtype: torch.dtype, p: float, device: torch.device
 
     cases = {
         "forward": (lambda: torch.native_dropout(x, p, True), lambda: fused_dropout_forward(x, p, seed)),
-        "backward": (lambda: native_bwd(grad, bool_mask, scale), lambda: fused_dropout_backward(grad, packed, p)),
+        "backward": (
+            lambda: native_bwd(grad, bool_mask, scale),
+            lambda: fused_dropout_backward(grad, packed, p),
+        ),
         "fwd+bwd (kernels)": (native_both, fused_both),
         "fwd+bwd (autograd)": (  # autograd.grad: no accumulation into x_leaf.grad between runs
             lambda: torch.autograd.grad(torch.nn.functional.dropout(x_leaf, p, True), x_leaf, grad),
@@ -135,11 +146,18 @@ def bench_dropout(numel: int, dtype: torch.dtype, p: float, device: torch.device
     rows = []
     for step, (native, fused) in cases.items():
         native_ms, packed_ms = time_ms(native), time_ms(fused)
-        rows.append({
-            "dtype": str(dtype).removeprefix("torch."), "numel": numel, "step": step,
-            "native ms": native_ms, "packed ms": packed_ms, "packed / native": packed_ms / native_ms,
-            "mask bytes native": bool_mask.numel(), "mask bytes packed": packed.numel(),
-        })
+        rows.append(
+            {
+                "dtype": str(dtype).removeprefix("torch."),
+                "numel": numel,
+                "step": step,
+                "native ms": native_ms,
+                "packed ms": packed_ms,
+                "packed / native": packed_ms / native_ms,
+                "mask bytes native": bool_mask.numel(),
+                "mask bytes packed": packed.numel(),
+            }
+        )
     return rows
 
 
@@ -163,8 +181,13 @@ def markdown(rows: Sequence[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack-numel", type=int, default=2**27, help="mask elements for the pack kernels")
-    parser.add_argument("--dropout-numel", type=int, nargs="+", default=[2**22, 2**25],
-                        help="elements per dropout call (4 M ~ BERT-large hidden b8 s512; 33.5 M ~ its attention probs)")
+    parser.add_argument(
+        "--dropout-numel",
+        type=int,
+        nargs="+",
+        default=[2**22, 2**25],
+        help="elements per dropout call (4 M ~ BERT-large hidden b8 s512; 33.5 M ~ its attention probs)",
+    )
     parser.add_argument("--p", type=float, default=0.1)
     parser.add_argument("--rep-ms", type=int, default=200, help="do_bench timing budget per measurement")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -202,10 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- pack 1-bit: {pack1['of copy']:.1%} of copy bandwidth (target >= 70 %)")
     for r in dropout_rows:
         if r["step"] == "fwd+bwd (kernels)":
-            print(f"- dropout fwd+bwd {r['dtype']}, {r['numel']:,} elements: packed / native "
-                  f"{r['packed / native']:.3f}x (target <= 1.0x)")
+            print(
+                f"- dropout fwd+bwd {r['dtype']}, {r['numel']:,} elements: packed / native "
+                f"{r['packed / native']:.3f}x (target <= 1.0x)"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"device": header, "pack": pack_rows, "dropout": dropout_rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"device": header, "pack": pack_rows, "dropout": dropout_rows}, indent=2)
+        )
     return 0
 
 

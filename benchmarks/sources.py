@@ -54,9 +54,8 @@ INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 GROUND_TRUTH = "movieReviewSnippets_GroundTruth.txt"
 GROUND_TRUTH_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
 CACHE_NAME = "rotten_tomatoes.tsv"
-_CACHE_HEADER = (
-    "# packedbool rotten_tomatoes v1 source_sha256={} rows={} body_sha256={}"
-)
+_CACHE_HEADER = "# packedbool rotten_tomatoes v1 source_sha256={} rows={} body_sha256={}"
+
 
 class SourceUnavailableError(PackedBoolError, RuntimeError):
     """A model or data source cannot be reached; the message says what was tried and the fix."""
@@ -103,9 +102,7 @@ def load_pretrained(
 
     tasks = {"sequence-classification", "feature-extraction"}
     if task not in tasks:
-        raise PackedBoolValueError(
-            f"task={task!r} is not supported; use one of {sorted(tasks)}."
-        )
+        raise PackedBoolValueError(f"task={task!r} is not supported; use one of {sorted(tasks)}.")
     local = name_or_path in MINILM_NAMES
     source = str(minilm_path()) if local else name_or_path
     kwargs: dict[str, object] = {"local_files_only": True} if local else {}
@@ -128,9 +125,7 @@ def load_pretrained(
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(
-        os.environ.get("PACKEDBOOL_CACHE") or Path.home() / ".cache" / "packedbool"
-    )
+    return Path(os.environ.get("PACKEDBOOL_CACHE") or Path.home() / ".cache" / "packedbool")
 
 
 def _read_cache(path: Path) -> list[Example] | None:
@@ -142,18 +137,14 @@ def _read_cache(path: Path) -> list[Example] | None:
         expected = _CACHE_HEADER.format(GROUND_TRUTH_SHA256, len(rows), body_sha)
         if header.decode("utf-8") != expected:
             return None
-        return [
-            (text, int(label)) for label, text in (row.split("\t", 1) for row in rows)
-        ]
+        return [(text, int(label)) for label, text in (row.split("\t", 1) for row in rows)]
     except (OSError, UnicodeDecodeError, ValueError):
         return None
 
 
 def _write_cache(path: Path, examples: list[Example]) -> None:
     body = "".join(f"{label}\t{text}\n" for text, label in examples).encode("utf-8")
-    header = _CACHE_HEADER.format(
-        GROUND_TRUTH_SHA256, len(examples), hashlib.sha256(body).hexdigest()
-    )
+    header = _CACHE_HEADER.format(GROUND_TRUTH_SHA256, len(examples), hashlib.sha256(body).hexdigest())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(header.encode("utf-8") + b"\n" + body)
@@ -177,13 +168,9 @@ def _fetch_ground_truth(fix: str) -> bytes:
             tmp,
         ]
         try:
-            done = subprocess.run(
-                cmd, check=False, capture_output=True, text=True, timeout=600
-            )
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SourceUnavailableError(
-                f"{' '.join(cmd)} failed: {exc}; {fix}"
-            ) from exc
+            raise SourceUnavailableError(f"{' '.join(cmd)} failed: {exc}; {fix}") from exc
         sdists = sorted(Path(tmp).glob("vaderSentiment-*.tar.gz"))
         if done.returncode != 0 or not sdists:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
@@ -248,13 +235,9 @@ def rotten_tomatoes_sentences(
     return examples
 
 
-def _split(
-    examples: list, seed: int, val_fraction: float, limit: int | None
-) -> tuple[list, list]:
+def _split(examples: list, seed: int, val_fraction: float, limit: int | None) -> tuple[list, list]:
     if not 0 < val_fraction < 1:
-        raise PackedBoolValueError(
-            f"val_fraction={val_fraction!r} must lie strictly between 0 and 1."
-        )
+        raise PackedBoolValueError(f"val_fraction={val_fraction!r} must lie strictly between 0 and 1.")
     if limit is not None and limit < 0:
         raise PackedBoolValueError(f"limit={limit!r} must be None or >= 0.")
     shuffled = list(examples)
@@ -289,9 +272,7 @@ def load_text_classification(
     val_fraction: float = 0.1,
     limit: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-) -> tuple[
-    list[tuple[str | tuple[str, str], int]], list[tuple[str | tuple[str, str], int]]
-]:
+) -> tuple[list[tuple[str | tuple[str, str], int]], list[tuple[str | tuple[str, str], int]]]:
     """(train, val) lists of (text, label) for "rotten-tomatoes-vader", "glue/sst2", "glue/mrpc".
 
     The GLUE tasks need the ``datasets`` package and a reachable hub; their val is GLUE's
@@ -305,9 +286,7 @@ def load_text_classification(
     columns = {"glue/sst2": ("sentence",), "glue/mrpc": ("sentence1", "sentence2")}
     if name not in columns:
         names = ["rotten-tomatoes-vader", *columns]
-        raise PackedBoolValueError(
-            f"name={name!r} is not supported; use one of {names}."
-        )
+        raise PackedBoolValueError(f"name={name!r} is not supported; use one of {names}.")
     try:
         from datasets import load_dataset
     except ImportError as exc:
@@ -326,8 +305,7 @@ def load_text_classification(
     def rows(split: str) -> list[tuple[str | tuple[str, str], int]]:
         texts = zip(*(splits[split][c] for c in columns[name]), strict=False)
         return [
-            (t[0] if len(t) == 1 else t, int(y))
-            for t, y in zip(texts, splits[split]["label"], strict=False)
+            (t[0] if len(t) == 1 else t, int(y)) for t, y in zip(texts, splits[split]["label"], strict=False)
         ]
 
     return rows("train")[:limit], rows("validation")

@@ -53,7 +53,9 @@ def summary_rows(
             "variant": bench.extra_info.get("variant", "?"),
             "name": bench.name,
             "median_s": bench.stats.median,
-            "time_ratio": _ratio(bench.stats.median, ref.stats.median) if ref else bench.extra_info.get(INTERLEAVED),
+            "time_ratio": _ratio(bench.stats.median, ref.stats.median)
+            if ref
+            else bench.extra_info.get(INTERLEAVED),
             "time_ratio_interleaved": ref is None and bench.extra_info.get(INTERLEAVED) is not None,
         }
         for key in MEMORY_KEYS:
@@ -92,7 +94,12 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
     """Fixed-width text lines: one header, then one line per row, groups separated by blanks."""
     if not rows:
         return []
-    columns = [("case", "group"), ("variant", "variant"), ("median", "median_s"), ("time/native", "time_ratio")]
+    columns = [
+        ("case", "group"),
+        ("variant", "variant"),
+        ("median", "median_s"),
+        ("time/native", "time_ratio"),
+    ]
     for key in MEMORY_KEYS:
         if any(r[key] is not None for r in rows):
             short = key.removesuffix("_bytes")
@@ -119,9 +126,13 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         if row is not None and previous is not None and row["group"] != previous:
             lines.append("")
         previous = row["group"] if row is not None else None
-        text = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        text = "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
         lines.append(text.rstrip())
     if any(r.get("time_ratio_interleaved") for r in rows):
-        lines += ["", f"i: time ratio measured interleaved with native inside the benchmark (extra_info {INTERLEAVED})"]
+        lines += [
+            "",
+            f"i: time ratio measured interleaved with native inside the benchmark (extra_info {INTERLEAVED})",
+        ]
     return lines
-

@@ -54,7 +54,13 @@ def _minilm(variant: str, max_positions: int | None = None) -> nn.Module:
 
 
 def _measure(
-    benchmark, variant: str, batch_size: int, seq_len: int, group: str, rounds: int, max_positions: int | None = None
+    benchmark,
+    variant: str,
+    batch_size: int,
+    seq_len: int,
+    group: str,
+    rounds: int,
+    max_positions: int | None = None,
 ) -> None:
     pytest.importorskip("transformers")
     model = _minilm(variant, max_positions)
@@ -64,10 +70,16 @@ def _measure(
     memory = step_memory(model, optimizer, batch)
     benchmark.group = group
     benchmark.extra_info.update(
-        variant=variant, batch=batch_size, seq_len=seq_len, saved_bytes=retained_after_forward(model, batch),
-        census_saved_bytes=memory.saved_bytes, peak_bytes=memory.peak_bytes,
+        variant=variant,
+        batch=batch_size,
+        seq_len=seq_len,
+        saved_bytes=retained_after_forward(model, batch),
+        census_saved_bytes=memory.saved_bytes,
+        peak_bytes=memory.peak_bytes,
     )
-    loss = benchmark.pedantic(train_step, args=(model, optimizer, batch), rounds=rounds, warmup_rounds=min(rounds, 1))
+    loss = benchmark.pedantic(
+        train_step, args=(model, optimizer, batch), rounds=rounds, warmup_rounds=min(rounds, 1)
+    )
     assert torch.isfinite(torch.tensor(loss))
 
 
@@ -83,5 +95,12 @@ def test_attention_step(benchmark, variant: str) -> None:
 def test_attention_seq_sweep(benchmark, variant: str, seq_len: int) -> None:
     if not benchmark.enabled and seq_len != SWEEP[0]:
         pytest.skip("--benchmark-disable: the sweep's first point only")
-    _measure(benchmark, variant, 1, seq_len, f"attention sweep: all-MiniLM-L6-v2 b1 s{seq_len} cpu", rounds=1,
-             max_positions=SWEEP[-1])
+    _measure(
+        benchmark,
+        variant,
+        1,
+        seq_len,
+        f"attention sweep: all-MiniLM-L6-v2 b1 s{seq_len} cpu",
+        rounds=1,
+        max_positions=SWEEP[-1],
+    )

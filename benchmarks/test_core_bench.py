@@ -50,7 +50,9 @@ def _run(benchmark, case: str, variant: str, fn: Callable[[], torch.Tensor], *op
     benchmark.group = f"core: {case} {'x'.join(map(str, SHAPE))} {device.type}"
     benchmark.extra_info["variant"] = variant
     out = benchmark(timed)
-    _, peak = peak_memory(fn, *(o.packed if isinstance(o, PackedBool) else o for o in operands), device=device)
+    _, peak = peak_memory(
+        fn, *(o.packed if isinstance(o, PackedBool) else o for o in operands), device=device
+    )
     benchmark.extra_info["peak_bytes"] = peak
     if isinstance(out, torch.Tensor) and out.dim():
         benchmark.extra_info["mask_bytes"] = _nbytes(out)

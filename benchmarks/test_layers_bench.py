@@ -36,8 +36,14 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DROPOUT_SHAPE = (32, 128, 1200)
 
 
-def _bench(benchmark, group: str, variant: str, forward: Callable[[], torch.Tensor], grad: torch.Tensor | None = None,
-           mask_bytes: int | None = None) -> None:
+def _bench(
+    benchmark,
+    group: str,
+    variant: str,
+    forward: Callable[[], torch.Tensor],
+    grad: torch.Tensor | None = None,
+    mask_bytes: int | None = None,
+) -> None:
     """Time forward + backward of `forward()`; record saved bytes (and mask bytes if given)."""
     out, census = saved_bytes(forward)
     sync = torch.cuda.synchronize if out.device.type == "cuda" else (lambda: None)
@@ -74,18 +80,26 @@ def test_dropout(benchmark, variant: str, device: str) -> None:
     x = torch.randn(DROPOUT_SHAPE, device=device, requires_grad=True)
     n = x.numel()
     mask_bytes = 4 * n if variant == "native" and device == "cpu" else n if variant == "native" else None
-    _bench(benchmark, f"layers: dropout p=0.1 fwd+bwd {'x'.join(map(str, DROPOUT_SHAPE))} {device}", variant,
-           lambda: drop(x), mask_bytes=mask_bytes)
+    _bench(
+        benchmark,
+        f"layers: dropout p=0.1 fwd+bwd {'x'.join(map(str, DROPOUT_SHAPE))} {device}",
+        variant,
+        lambda: drop(x),
+        mask_bytes=mask_bytes,
+    )
 
 
 # Each gets (grad, packed mask, float noise, scale); all but "native" start from the packed mask.
-BACKWARD_FORMULAS: dict[str, Callable[[torch.Tensor, PackedBool, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+BACKWARD_FORMULAS: dict[
+    str, Callable[[torch.Tensor, PackedBool, torch.Tensor, torch.Tensor], torch.Tensor]
+] = {
     "native": lambda g, pm, noise, s: g * noise,  # nn.Dropout's MulBackward on its saved float noise
     "lut-noise": lambda g, pm, noise, s: g * packed_noise(pm, s),  # what PackedDropout runs on CPU
     "unpack-mul-mul_": lambda g, pm, noise, s: g.mul(pm.unpack()).mul_(s),
     "unpack-to-noise": lambda g, pm, noise, s: g * pm.unpack().to(g.dtype).mul_(s),
     "unpack-native_dropout_backward": lambda g, pm, noise, s: torch.ops.aten.native_dropout_backward(
-        g, pm.unpack(), 1 / 0.9),
+        g, pm.unpack(), 1 / 0.9
+    ),
     "unpack-where": lambda g, pm, noise, s: torch.where(pm.unpack(), g * s, 0.0),
 }
 
@@ -108,7 +122,9 @@ def test_dropout_backward_formula(benchmark, variant: str) -> None:
 ATT = (4, 12, 128, 64)  # batch, heads, seq, head dim
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+def eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, p: float
+) -> torch.Tensor:
     scores = (q @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5
     return F.dropout(torch.softmax(scores.masked_fill(~keep, float("-inf")), -1), p, True) @ v
 
@@ -121,14 +137,23 @@ def test_attention(benchmark, variant: str, device: str) -> None:
     keep = torch.ones(s, s, dtype=torch.bool, device=device).tril()
     scores = b * h * s * s
     if variant == "native":
-        fwd, mask_bytes = (lambda: eager_attention(q, k, v, keep, 0.1)), (4 if device == "cpu" else 1) * scores
+        fwd, mask_bytes = (
+            (lambda: eager_attention(q, k, v, keep, 0.1)),
+            (4 if device == "cpu" else 1) * scores,
+        )
     else:
         storage = "seeded" if variant.startswith("seeded") else "packed"
         sampler = "fast" if variant.endswith("fast") else "exact"
         packed_keep = PackedBool(keep)
         fwd = lambda: packed_attention(q, k, v, packed_keep, dropout_p=0.1, storage=storage, sampler=sampler)  # noqa: E731
         mask_bytes = 0 if storage == "seeded" else scores // 8
-    _bench(benchmark, f"layers: attention causal p=0.1 B{b} H{h} S{s} D{d} {device}", variant, fwd, mask_bytes=mask_bytes)
+    _bench(
+        benchmark,
+        f"layers: attention causal p=0.1 B{b} H{h} S{s} D{d} {device}",
+        variant,
+        fwd,
+        mask_bytes=mask_bytes,
+    )
 
 
 # ---- MoE ------------------------------------------------------------------------------------
@@ -168,8 +193,13 @@ def test_moe(benchmark, variant: str) -> None:
         fwd, mask_bytes = (lambda: gshard_moe(moe, x)), 2 * 4 * TOKENS * EXPERTS * CAPACITY
     else:
         fwd, mask_bytes = (lambda: moe(x)), TOKENS * EXPERTS // 8
-    _bench(benchmark, f"layers: MoE T{TOKENS} E{EXPERTS} k{TOP_K} H{HIDDEN} C{CAPACITY} cpu", variant, fwd,
-           mask_bytes=mask_bytes)
+    _bench(
+        benchmark,
+        f"layers: MoE T{TOKENS} E{EXPERTS} k{TOP_K} H{HIDDEN} C{CAPACITY} cpu",
+        variant,
+        fwd,
+        mask_bytes=mask_bytes,
+    )
 
 
 # ---- head gate and DropPath -----------------------------------------------------------------
@@ -217,6 +247,8 @@ def test_dropout_interleaved(benchmark, variant: str) -> None:
     times = _interleaved(steps, rounds=1 if benchmark.disabled else 21)
     benchmark.group = "layers: dropout p=0.1 fwd+bwd 32x128x1200 cpu, interleaved with nn.Dropout"
     benchmark.extra_info["variant"] = variant
-    benchmark.extra_info["interleaved_median_ratio"] = statistics.median(times[variant]) / statistics.median(times["native"])
+    benchmark.extra_info["interleaved_median_ratio"] = statistics.median(times[variant]) / statistics.median(
+        times["native"]
+    )
     benchmark.extra_info["interleaved_min_ratio"] = min(times[variant]) / min(times["native"])
     benchmark.pedantic(steps[variant], rounds=1, iterations=1)

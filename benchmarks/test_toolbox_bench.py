@@ -49,9 +49,14 @@ def test_toolbox_step(benchmark, variant: str) -> None:
 
     benchmark.group = f"memory toolbox: all-MiniLM-L6-v2 b{batch_size} s{seq_len} cpu"
     benchmark.extra_info.update(
-        variant=variant, batch=batch_size, seq_len=seq_len, attn_implementation=attn_implementation,
-        peak_bytes=memory.peak_bytes, saved_bytes=retained_after_forward(model, batch),
-        census_saved_bytes=memory.saved_bytes, mask_bytes=memory.mask_bytes,
+        variant=variant,
+        batch=batch_size,
+        seq_len=seq_len,
+        attn_implementation=attn_implementation,
+        peak_bytes=memory.peak_bytes,
+        saved_bytes=retained_after_forward(model, batch),
+        census_saved_bytes=memory.saved_bytes,
+        mask_bytes=memory.mask_bytes,
     )
     loss = benchmark.pedantic(train_step, args=(model, optimizer, batch), rounds=5, warmup_rounds=1)
     assert torch.isfinite(torch.tensor(loss))

@@ -27,8 +27,13 @@ def tiny_bert() -> torch.nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(
-        vocab_size=30522, hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200,
-        max_position_embeddings=512, num_labels=2,
+        vocab_size=30522,
+        hidden_size=312,
+        num_hidden_layers=4,
+        num_attention_heads=12,
+        intermediate_size=1200,
+        max_position_embeddings=512,
+        num_labels=2,
     )
     torch.manual_seed(0)
     return BertForSequenceClassification(config).to(DEVICE).train()
@@ -51,10 +56,17 @@ def test_training_step(benchmark, variant: str) -> None:
 
     benchmark.group = f"training step: TinyBERT-4L-312H b{batch_size} s{SEQ_LEN} {DEVICE}"
     benchmark.extra_info.update(
-        variant=variant, batch=batch_size, seq_len=SEQ_LEN, attn_implementation=model.config._attn_implementation,
-        peak_bytes=memory.peak_bytes, saved_bytes=memory.saved_bytes, mask_bytes=memory.mask_bytes,
+        variant=variant,
+        batch=batch_size,
+        seq_len=SEQ_LEN,
+        attn_implementation=model.config._attn_implementation,
+        peak_bytes=memory.peak_bytes,
+        saved_bytes=memory.saved_bytes,
+        mask_bytes=memory.mask_bytes,
     )
-    loss = benchmark.pedantic(lambda: timed_step(model, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1)
+    loss = benchmark.pedantic(
+        lambda: timed_step(model, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1
+    )
     assert torch.isfinite(torch.tensor(loss))
     if variant != "native":
         assert memory.mask_bytes > 0

@@ -36,7 +36,9 @@ def unpack_scaled(
     if torch.compiler.is_compiling():
         rows = _traced_rows(packed, bits, scale)
     else:
-        rows = _table(bits, scale, packed.device).index_select(0, packed.reshape(-1).int())  # (bytes, 8 // bits)
+        rows = _table(bits, scale, packed.device).index_select(
+            0, packed.reshape(-1).int()
+        )  # (bytes, 8 // bits)
     cols = last_dim(shape)
     rows = rows.view(*packed.shape[:-1], packed.shape[-1] * per_byte(bits))  # not -1: may be empty
     if torch.compiler.is_compiling() or rows.shape[-1] != cols:  # drop the row padding (no size guard)
@@ -62,7 +64,9 @@ def _fields(bits: int, device: torch.device) -> torch.Tensor:
 def _table(bits: int, scale: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(256, 8 // bits): row b holds the values (0 or `scale`) of the elements in byte b."""
     # Built from the scale tensor itself (no float() of it): the exact value.
-    return torch.where(_fields(bits, device), scale.to(device), torch.zeros((), dtype=scale.dtype, device=device))
+    return torch.where(
+        _fields(bits, device), scale.to(device), torch.zeros((), dtype=scale.dtype, device=device)
+    )
 
 
 def _traced_rows(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.Tensor:

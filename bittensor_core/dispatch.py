@@ -35,8 +35,12 @@ _UNSAFE_VIEWS = {aten._unsafe_view.default, aten.unsafe_split.Tensor, aten.unsaf
 
 
 # Ops that address the tensor's storage, which a PackedBool has only as its own elements.
-_STORAGE_OPS = {aten.as_strided.default, aten.as_strided_.default, aten.as_strided_copy.default,
-                aten.as_strided_scatter.default}
+_STORAGE_OPS = {
+    aten.as_strided.default,
+    aten.as_strided_.default,
+    aten.as_strided_copy.default,
+    aten.as_strided_scatter.default,
+}
 
 
 def _is_view(func: torch._ops.OpOverload) -> bool:
@@ -47,7 +51,8 @@ def _is_view(func: torch._ops.OpOverload) -> bool:
 def _writes(func: torch._ops.OpOverload) -> tuple[tuple[int, str], ...]:
     """(position, name) of every argument the op writes to (self of in-place ops, out=)."""
     return tuple(
-        (i, arg.name) for i, arg in enumerate(func._schema.arguments)
+        (i, arg.name)
+        for i, arg in enumerate(func._schema.arguments)
         if arg.alias_info is not None and arg.alias_info.is_write
     )
 
@@ -73,14 +78,20 @@ def _alert(mode: str | None, func: torch._ops.OpOverload) -> None:
     """`PackedBool.on_fallback`: say (or refuse) that `func` unpacks instead of running on bytes."""
     if mode is None:
         return
-    text = (f"{func} has no packed-bytes handler for this call: it unpacks the PackedBool, runs on the "
-            "bool tensor and repacks what it writes (PackedBool.on_fallback is set).")
+    text = (
+        f"{func} has no packed-bytes handler for this call: it unpacks the PackedBool, runs on the "
+        "bool tensor and repacks what it writes (PackedBool.on_fallback is set)."
+    )
     if mode == "warn":
         warnings.warn(text, PackedBoolFallbackWarning, stacklevel=4)
     elif mode == "raise":
-        raise UnpackFallbackError(text + " Unpack explicitly (pb.unpack()) or set PackedBool.on_fallback = None.")
+        raise UnpackFallbackError(
+            text + " Unpack explicitly (pb.unpack()) or set PackedBool.on_fallback = None."
+        )
     else:
-        raise PackedBoolValueError(f"PackedBool.on_fallback={mode!r} is not supported; use one of {FALLBACK_ALERTS}.")
+        raise PackedBoolValueError(
+            f"PackedBool.on_fallback={mode!r} is not supported; use one of {FALLBACK_ALERTS}."
+        )
 
 
 def _handler_may_run(cls: type, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> bool:
@@ -136,8 +147,10 @@ def fallback(cls: type, func: torch._ops.OpOverload, args: tuple, kwargs: dict) 
 def _window(pb: Any) -> bool:
     """Is `pb` a view onto a larger mask (its elements are not the whole storage)?"""
     packed = pb._packed
-    return pb._view_of is not None or packed.storage_offset() != 0 or (
-        packed.untyped_storage().nbytes() != packed.numel()
+    return (
+        pb._view_of is not None
+        or packed.storage_offset() != 0
+        or (packed.untyped_storage().nbytes() != packed.numel())
     )
 
 
@@ -149,7 +162,9 @@ def _not_aliasing(x: Any, caches: list[torch.Tensor]) -> Any:
     return x.clone() if any(torch._C._is_alias_of(x, c) for c in caches) else x
 
 
-def _fallback_views(cls: type, func: torch._ops.OpOverload, parent: Any, args: tuple, kwargs: dict, out: Any) -> Any:
+def _fallback_views(
+    cls: type, func: torch._ops.OpOverload, parent: Any, args: tuple, kwargs: dict, out: Any
+) -> Any:
     """Wrap each output of a view op on `parent` as a fallback view that replays the op."""
     leaves, spec = tree_flatten(out)
 
@@ -159,8 +174,6 @@ def _fallback_views(cls: type, func: torch._ops.OpOverload, parent: Any, args: t
                 f"{func} would view a PackedBool's memory as {plain.dtype}, but that memory holds "
                 "packed bits, not bools. Unpack first: pb.unpack() gives a plain bool tensor."
             )
-        return cls._fallback_view(
-            parent, plain, lambda base: tree_leaves(func(base, *args[1:], **kwargs))[i]
-        )
+        return cls._fallback_view(parent, plain, lambda base: tree_leaves(func(base, *args[1:], **kwargs))[i])
 
     return tree_unflatten([view(i, x) for i, x in enumerate(leaves)], spec)

@@ -104,7 +104,11 @@ class PackedBool(torch.Tensor):
 
     @classmethod
     def from_packed(
-        cls, packed: torch.Tensor, shape: torch.Size | tuple[int, ...], *, bits: int = 1,
+        cls,
+        packed: torch.Tensor,
+        shape: torch.Size | tuple[int, ...],
+        *,
+        bits: int = 1,
         unpack: str = "lazy",
     ) -> PackedBool:
         """Wrap already-packed uint8 storage of logical `shape` (no copy, no validation).

@@ -28,7 +28,9 @@ class SavedBool:
         plain = self.packed.unpack()
         if plain.stride() == self.stride:
             return plain
-        return torch.empty_strided(plain.shape, self.stride, dtype=torch.bool, device=plain.device).copy_(plain)
+        return torch.empty_strided(plain.shape, self.stride, dtype=torch.bool, device=plain.device).copy_(
+            plain
+        )
 
 
 class pack_saved_bools(torch.autograd.graph.saved_tensors_hooks):  # noqa: N801 (a context manager)
@@ -56,8 +58,11 @@ class pack_saved_bools(torch.autograd.graph.saved_tensors_hooks):  # noqa: N801 
 def pack_saved(t: torch.Tensor, bits: int) -> torch.Tensor | SavedBool:
     """The pack hook: a dense plain bool tensor as a `SavedBool` at `bits`, anything else as it is."""
     if (
-        type(t) is not torch.Tensor or t.dtype != torch.bool or t.layout != torch.strided
-        or t.numel() == 0 or not is_non_overlapping_and_dense_or_false(t)
+        type(t) is not torch.Tensor
+        or t.dtype != torch.bool
+        or t.layout != torch.strided
+        or t.numel() == 0
+        or not is_non_overlapping_and_dense_or_false(t)
     ):
         return t
     return SavedBool(t, bits)

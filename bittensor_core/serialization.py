@@ -49,7 +49,11 @@ def rebuild_packed_bool(
         raise CorruptPayloadError(f"PackedBool payload has bits={bits!r}, unpack={unpack!r}.")
     if not (isinstance(shape, tuple) and all(_is_int(n) and n >= 0 for n in shape) and _is_int(crc)):
         raise CorruptPayloadError(f"PackedBool payload has shape={shape!r}, crc={crc!r}.")
-    if not isinstance(packed, torch.Tensor) or type(packed) is not torch.Tensor or packed.dtype != torch.uint8:
+    if (
+        not isinstance(packed, torch.Tensor)
+        or type(packed) is not torch.Tensor
+        or packed.dtype != torch.uint8
+    ):
         raise CorruptPayloadError("PackedBool payload's storage is not a plain uint8 tensor.")
     if tuple(packed.shape) != packed_shape(shape, bits):
         raise CorruptPayloadError(
@@ -57,8 +61,11 @@ def rebuild_packed_bool(
             f"{shape} at bits={bits} (expected {packed_shape(shape, bits)})."
         )
     # Before touching a byte: a stride-0 (expanded) or oversized storage is a memory bomb.
-    if (not packed.is_contiguous() or packed.storage_offset() != 0
-            or packed.untyped_storage().nbytes() != packed.numel()):
+    if (
+        not packed.is_contiguous()
+        or packed.storage_offset() != 0
+        or packed.untyped_storage().nbytes() != packed.numel()
+    ):
         raise CorruptPayloadError(
             f"PackedBool payload's storage ({packed.untyped_storage().nbytes()} bytes, strides "
             f"{packed.stride()}) is not exactly its {packed.numel()} contiguous bytes."

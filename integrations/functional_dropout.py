@@ -53,12 +53,19 @@ class DropoutRoute(TorchFunctionMode):
         return self.drop(*_dropout_args(func, args, kwargs))
 
 
-def _dropout_args(func: Callable, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, float, bool, bool]:
+def _dropout_args(
+    func: Callable, args: tuple, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, float, bool, bool]:
     """(input, p, training, inplace) of a call to one of `FUNCTIONS`, with F.dropout's defaults."""
     names = ("input", "p", "training", "inplace") if func is F.dropout else ("input", "p", "train")
     bound = dict(zip(names, args, strict=False)) | kwargs
     training = bound.get("training", bound.get("train", True))
-    return bound["input"], float(bound.get("p", 0.5)), bool(training), bool(bound.get("inplace", FUNCTIONS[func]))
+    return (
+        bound["input"],
+        float(bound.get("p", 0.5)),
+        bool(training),
+        bool(bound.get("inplace", FUNCTIONS[func])),
+    )
 
 
 class ModuleRoute:
@@ -92,8 +99,10 @@ class ModuleRoute:
         self._mode: DropoutRoute | None = None
         self.handles = [model.register_forward_pre_hook(self._count_anew)]
         for module, packs in modules.items():
-            self.handles += [module.register_forward_pre_hook(partial(self._enter, packs)),
-                             module.register_forward_hook(self._leave, always_call=True)]
+            self.handles += [
+                module.register_forward_pre_hook(partial(self._enter, packs)),
+                module.register_forward_hook(self._leave, always_call=True),
+            ]
 
     def remove(self) -> None:
         """Stop routing: remove every hook."""
@@ -109,8 +118,9 @@ class ModuleRoute:
         if not torch.compiler.is_compiling():
             self.calls += 1
         o = self.options
-        return packed_dropout(x, p, training, inplace, bits=o.bits, unpack=o.unpack, storage=o.storage,
-                              sampler=o.sampler)
+        return packed_dropout(
+            x, p, training, inplace, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler
+        )
 
     def _count_anew(self, module: nn.Module, args: Any) -> None:
         if not torch.compiler.is_compiling():

@@ -123,8 +123,9 @@ def packed_attention_forward(
 
         mask = attention_mask if train or attention_mask is None else _unpacked(attention_mask)
         with _SdpaRoute(options) if train else nullcontext():
-            out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
-                                            **kwargs)
+            out, _ = sdpa_attention_forward(
+                module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
+            )
         return out, None
     function = _reference_function(module, reference)
     dtype = _mask_dtype(module, query) if reference == "eager" else None
@@ -143,8 +144,17 @@ def packed_attention_forward(
     # Compiling: dynamo refuses a mode entered inside a checkpoint, and needs none there: the route
     # is applied while tracing, and AOTAutograd recomputes from the traced graph.
     compiling = torch.compiler.is_compiling()
-    core = partial(_reference_core, function, module, dropout, None if compiling else route, mask_spec, dtype,
-                   scaling, kwargs)
+    core = partial(
+        _reference_core,
+        function,
+        module,
+        dropout,
+        None if compiling else route,
+        mask_spec,
+        dtype,
+        scaling,
+        kwargs,
+    )
     with route if compiling else nullcontext():
         out = checkpoint_core(core, query, key, value, attention_mask, keep, preserve_rng_state=drop.seeded)
     return out, None
@@ -170,10 +180,21 @@ def _route(drop: DropoutSpec, keep: torch.Tensor | None) -> AttentionDropoutRout
     return AttentionDropoutRoute(lambda x, p, training, inplace: apply(x) if training and p > 0 else x)
 
 
-def _reference_core(function: Callable, module: torch.nn.Module, p: float, route: AttentionDropoutRoute | None,
-                    mask_spec: tuple | None, dtype: torch.dtype | None, scaling: float | None, kwargs: dict,
-                    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                    mask: torch.Tensor | BinaryFloatMask | None, keep: torch.Tensor | None) -> torch.Tensor:
+def _reference_core(
+    function: Callable,
+    module: torch.nn.Module,
+    p: float,
+    route: AttentionDropoutRoute | None,
+    mask_spec: tuple | None,
+    dtype: torch.dtype | None,
+    scaling: float | None,
+    kwargs: dict,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | BinaryFloatMask | None,
+    keep: torch.Tensor | None,
+) -> torch.Tensor:
     """The reference `function` on the checkpoint's inputs; `dtype`: the eager float mask's (None: SDPA's bool)."""
     mask = checkpointed_mask(mask, mask_spec)
     if mask is not None and dtype is not None:
@@ -214,10 +235,14 @@ class _SdpaRoute(TorchFunctionMode):
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
         o = self.options
-        return packed_attention(*args, **kwargs, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler)
+        return packed_attention(
+            *args, **kwargs, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler
+        )
 
 
-def packed_mask(*args: Any, options: MaskStorage = DEFAULT, reference: str = "sdpa", **kwargs: Any) -> PackedBool | None:
+def packed_mask(
+    *args: Any, options: MaskStorage = DEFAULT, reference: str = "sdpa", **kwargs: Any
+) -> PackedBool | None:
     """transformers' mask-function signature: the reference's boolean mask, returned packed.
 
     Takes the arguments of ``transformers.masking_utils.sdpa_mask`` (batch_size, q_length,

@@ -29,7 +29,9 @@ def register_experts(options: MaskStorage = DEFAULT) -> str:
     from transformers.integrations.moe import ExpertsInterface
 
     # Routing masks are given, never sampled: only the width and unpack mode matter.
-    return register(ExpertsInterface, MaskStorage(bits=options.bits, unpack=options.unpack), packed_experts_forward)
+    return register(
+        ExpertsInterface, MaskStorage(bits=options.bits, unpack=options.unpack), packed_experts_forward
+    )
 
 
 def packed_experts_forward(

@@ -264,8 +264,9 @@ def report(model: nn.Module) -> PatchReport:
     state: _PatchState | None = model.__dict__.get(_STATE)
     out = PatchReport(skipped=list(state.skipped) if state else [])
     ran = _RAN in model.__dict__  # once the model has run, count only what ran packed
-    out.replaced["dropout"] = sum(isinstance(m, PackedDropout) and (not ran or _RAN in m.__dict__)
-                                  for m in model.modules())
+    out.replaced["dropout"] = sum(
+        isinstance(m, PackedDropout) and (not ran or _RAN in m.__dict__) for m in model.modules()
+    )
     out.replaced["activation"] = sum(isinstance(m, RecomputedActivation) for m in model.modules())
     out.replaced["functional_dropout"] = state.route.calls if state and state.route else 0
     if state is not None and state.attn_before is not None:
@@ -274,7 +275,9 @@ def report(model: nn.Module) -> PatchReport:
             getattr(m, "config", model.config)._attn_implementation == name and not hasattr(m, STOCK)
             for _, m in _attention_modules(model)
         )
-    out.replaced["attention"] += sum(not ran or RECOMPUTED in m.__dict__ for m in state.checkpointed) if state else 0
+    out.replaced["attention"] += (
+        sum(not ran or RECOMPUTED in m.__dict__ for m in state.checkpointed) if state else 0
+    )
     if state is not None and state.experts_before is not None:
         out.experts_implementation = model.config._experts_implementation
         out.replaced["router"] = sum(_is_experts(m) for m in model.modules())
@@ -302,8 +305,12 @@ def _swap_dropouts(model: nn.Module, options: MaskStorage, state: _PatchState) -
                 continue
             if id(module) not in replacements:
                 new = PackedDropout(
-                    module.p, module.inplace, bits=options.bits, unpack=options.unpack,
-                    storage=options.storage, sampler=options.sampler,
+                    module.p,
+                    module.inplace,
+                    bits=options.bits,
+                    unpack=options.unpack,
+                    storage=options.storage,
+                    sampler=options.sampler,
                 )
                 replacements[id(module)] = new.train(module.training)
             state.originals[path] = module
@@ -325,8 +332,11 @@ def _route_functional_dropouts(model: nn.Module, options: MaskStorage, state: _P
         return
     packs = {path: state.scope.packs(path) for path, _ in named}
     # the callers, and where the filters' choice changes (a module whose choice differs from its parent's)
-    modules = {m: packs[path] for path, m in named
-               if path in callers or (path and packs[path] != packs[path.rpartition(".")[0]])}
+    modules = {
+        m: packs[path]
+        for path, m in named
+        if path in callers or (path and packs[path] != packs[path.rpartition(".")[0]])
+    }
     state.route = ModuleRoute(model, modules, options)
 
 
@@ -363,20 +373,27 @@ def _switch_attention(model: nn.Module, options: MaskStorage, flash: bool, state
     used = sorted({impl for impl in before.values() if impl is not None})
     if len(used) != 1 or used[0] not in REFERENCES:
         state.skipped.append(
-            ("attention", f"attention stays on {used}: packed attention reproduces only one of {REFERENCES}"
-             " for the whole model; set_attn_implementation('sdpa') before patching to pack it")
+            (
+                "attention",
+                f"attention stays on {used}: packed attention reproduces only one of {REFERENCES}"
+                " for the whole model; set_attn_implementation('sdpa') before patching to pack it",
+            )
         )
         return
     reference = used[0]
     attention = _attention_modules(model)
     if reference == "eager" and any(eager_function(m) is None for _, m in attention):
-        _replay_attentions(model, options, state, "is computed in its modules' own code (no eager_attention_forward)")
+        _replay_attentions(
+            model, options, state, "is computed in its modules' own code (no eager_attention_forward)"
+        )
         return
     state.registrations.append(partial(register_attention, options, flash=flash, reference=reference))
     name = state.registrations[-1]()
     model.set_attn_implementation(name)
     if model.config._attn_implementation != name:
-        _replay_attentions(model, options, state, "does not dispatch through transformers' AttentionInterface")
+        _replay_attentions(
+            model, options, state, "does not dispatch through transformers' AttentionInterface"
+        )
         return
     state.attn_before = before
     for path, module in attention:
@@ -393,10 +410,14 @@ def _replay_attentions(model: nn.Module, options: MaskStorage, state: _PatchStat
 
     state.checkpointed = [m for _, m in attention_cores(model, state.exclude)]
     replay(state.checkpointed, options)
-    reason = (f"{type(model).__name__}'s attention {why}; {len(state.checkpointed)} attention modules are recomputed"
-              " in backward instead (checkpointed, their dropout masks replayed from 1-bit copies)")
+    reason = (
+        f"{type(model).__name__}'s attention {why}; {len(state.checkpointed)} attention modules are recomputed"
+        " in backward instead (checkpointed, their dropout masks replayed from 1-bit copies)"
+    )
     if not state.checkpointed:
-        reason = f"{type(model).__name__}'s attention {why}, and no attention module applying dropout was found"
+        reason = (
+            f"{type(model).__name__}'s attention {why}, and no attention module applying dropout was found"
+        )
     state.skipped.append(("attention", reason))
 
 
@@ -406,7 +427,9 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
         state.skipped.append(("router", f"{type(model).__name__} is not a transformers PreTrainedModel"))
         return
     if not experts:
-        moe_like = sorted({type(m).__name__ for m in model.modules() if "experts" in type(m).__name__.lower()})
+        moe_like = sorted(
+            {type(m).__name__ for m in model.modules() if "experts" in type(m).__name__.lower()}
+        )
         if moe_like:
             state.skipped.append(
                 ("router", f"{moe_like} do not dispatch through transformers' ExpertsInterface")
@@ -414,16 +437,26 @@ def _switch_experts(model: nn.Module, options: MaskStorage, state: _PatchState) 
         return
     excluded = [path for path, m in model.named_modules() if _is_experts(m) and state.exclude(path)]
     if excluded:
-        state.skipped.append(("router", f"the experts implementation is chosen per model and {excluded} are"
-                                        " excluded by filter: every experts module is left as is"))
+        state.skipped.append(
+            (
+                "router",
+                f"the experts implementation is chosen per model and {excluded} are"
+                " excluded by filter: every experts module is left as is",
+            )
+        )
         return
     from .hf_moe import register_experts
 
     before = model.get_experts_implementation()
     if set(before.values()) != {REFERENCE_EXPERTS}:
-        state.skipped.append(("router", f"packed routing reproduces transformers' {REFERENCE_EXPERTS!r} experts "
-                                        f"(the default); this model runs {before}: left as is "
-                                        f"(set_experts_implementation({REFERENCE_EXPERTS!r}) first to pack it)"))
+        state.skipped.append(
+            (
+                "router",
+                f"packed routing reproduces transformers' {REFERENCE_EXPERTS!r} experts "
+                f"(the default); this model runs {before}: left as is "
+                f"(set_experts_implementation({REFERENCE_EXPERTS!r}) first to pack it)",
+            )
+        )
         return
     state.registrations.append(partial(register_experts, options))
     name = state.registrations[-1]()
@@ -472,8 +505,10 @@ def _implementations(model: nn.Module, attr: str) -> dict[str, str | None]:
 
 def _is_experts(module: nn.Module) -> bool:
     """An experts module whose forward transformers' ``use_experts_implementation`` dispatches."""
-    return hasattr(module, "has_gate") and hasattr(type(module).forward, "__wrapped__") and hasattr(
-        module, "config"
+    return (
+        hasattr(module, "has_gate")
+        and hasattr(type(module).forward, "__wrapped__")
+        and hasattr(module, "config")
     )
 
 
@@ -493,8 +528,11 @@ def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
                     names.add(target)
                 else:
                     classes.add(target)
-    return [(path, m) for path, m in model.named_modules()
-            if isinstance(m, tuple(classes)) or type(m).__name__ in names]
+    return [
+        (path, m)
+        for path, m in model.named_modules()
+        if isinstance(m, tuple(classes)) or type(m).__name__ in names
+    ]
 
 
 def _may_call_dropout(module: nn.Module) -> bool:

@@ -34,7 +34,9 @@ def _is_activation(module: nn.Module) -> bool:
     return is_leaf and type(module).__module__ in _ACTIVATION_MODULES and recomputable(module)
 
 
-def wrap_activations(model: nn.Module, skip: Callable[[str], bool] = lambda path: False) -> dict[str, nn.Module]:
+def wrap_activations(
+    model: nn.Module, skip: Callable[[str], bool] = lambda path: False
+) -> dict[str, nn.Module]:
     """Wrap every activation module of `model` (at module paths for which `skip` is false) in a
     `RecomputedActivation`; return ``{path: original}`` for `unwrap_activations`."""
     originals = {}
@@ -59,7 +61,10 @@ def during_forward(
     error); with `eager_only`, not while compiling (dynamo cannot trace ``__enter__`` of an arbitrary
     context manager). Returns the two hook handles (``remove()`` both to stop)."""
     scope = _DuringForward(context, eager_only)
-    return [model.register_forward_pre_hook(scope.enter), model.register_forward_hook(scope.leave, always_call=True)]
+    return [
+        model.register_forward_pre_hook(scope.enter),
+        model.register_forward_hook(scope.leave, always_call=True),
+    ]
 
 
 class _DuringForward:

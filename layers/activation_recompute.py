@@ -100,7 +100,9 @@ class _Scope(torch.autograd.graph.saved_tensors_hooks):
         self.outer_pack, self.outer_unpack = outer if outer is not None else (None, None)
         super().__init__(self.pack, self.unpack)
 
-    def record(self, fn: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor, out: torch.Tensor) -> None:
+    def record(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor, out: torch.Tensor
+    ) -> None:
         key = out.untyped_storage().data_ptr()
         device = out.device.type
         autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
@@ -117,8 +119,15 @@ class _Scope(torch.autograd.graph.saved_tensors_hooks):
         out = entry.ref() if entry is not None else None
         # The same live storage at the version the activation left it: the saved tensor is (a view of) its output.
         if out is not None and t._version == entry.version and t.dtype == out.dtype:
-            return _Recipe(entry.fn, entry.source, entry.source._version, entry.autocast, t.size(), t.stride(),
-                           t.storage_offset() - out.storage_offset())
+            return _Recipe(
+                entry.fn,
+                entry.source,
+                entry.source._version,
+                entry.autocast,
+                t.size(),
+                t.stride(),
+                t.storage_offset() - out.storage_offset(),
+            )
         return t if self.outer_pack is None else _Outer(self.outer_pack(t))
 
     def unpack(self, packed: object) -> torch.Tensor:

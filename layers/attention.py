@@ -61,7 +61,9 @@ class ProbsDropoutMatmul(BernoulliMask):
     def save(self, probs: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (probs, *others)
 
-    def grad(self, mask: torch.Tensor, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def grad(
+        self, mask: torch.Tensor, grad_out: torch.Tensor, *saved: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         probs, v = saved
         noise = self.noise(mask, probs)
         grad_v = torch.matmul((probs * noise).transpose(-2, -1), grad_out)
@@ -69,9 +71,20 @@ class ProbsDropoutMatmul(BernoulliMask):
 
 
 def packed_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *, enable_gqa: bool = False,
-    bits: int = 1, unpack: str = "lazy", storage: str = "packed", training: bool = True, sampler: str = "exact",
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    *,
+    enable_gqa: bool = False,
+    bits: int = 1,
+    unpack: str = "lazy",
+    storage: str = "packed",
+    training: bool = True,
+    sampler: str = "exact",
 ) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` with the same results, keeping its dropout mask packed.
 
@@ -104,11 +117,27 @@ def packed_attention(
         dtype = torch.get_autocast_dtype(device)
         cast = [t.to(dtype) if _autocast_eligible(t) else t for t in (query, key, value, attn_mask)]
         with torch.autocast(device, enabled=False):
-            return packed_attention(*cast, dropout_p, is_causal, scale, enable_gqa=enable_gqa, training=training,
-                                    bits=bits, unpack=unpack, storage=storage, sampler=sampler)
-    if p == 0.0 or query.shape[-1] == 0 or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa):
+            return packed_attention(
+                *cast,
+                dropout_p,
+                is_causal,
+                scale,
+                enable_gqa=enable_gqa,
+                training=training,
+                bits=bits,
+                unpack=unpack,
+                storage=storage,
+                sampler=sampler,
+            )
+    if (
+        p == 0.0
+        or query.shape[-1] == 0
+        or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa)
+    ):
         mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
-        return F.scaled_dot_product_attention(query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        return F.scaled_dot_product_attention(
+            query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa
+        )
     mask_spec, attn_mask = checkpoint_mask(attn_mask)
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
@@ -119,7 +148,9 @@ def packed_attention(
     return checkpoint_core(core, query, key, value, attn_mask, keep, preserve_rng_state=drop.seeded)
 
 
-def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, preserve_rng_state: bool) -> torch.Tensor:
+def checkpoint_core(
+    core: Callable[..., torch.Tensor], *args: torch.Tensor, preserve_rng_state: bool
+) -> torch.Tensor:
     """``core(*args)`` under a non-reentrant checkpoint: backward recomputes it from `args`.
 
     Inside an enclosing activation checkpoint (gradient checkpointing of the layer) the core runs
@@ -132,7 +163,9 @@ def checkpoint_core(core: Callable[..., torch.Tensor], *args: torch.Tensor, pres
     return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
 
 
-def checkpoint_mask(attn_mask: torch.Tensor | None) -> tuple[tuple | None, torch.Tensor | BinaryFloatMask | None]:
+def checkpoint_mask(
+    attn_mask: torch.Tensor | None,
+) -> tuple[tuple | None, torch.Tensor | BinaryFloatMask | None]:
     """(spec, mask) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
     while compiling, a plain bool mask packed at 1 bit (the compiled step then keeps these bytes, as
     eager keeps the PackedBool's); a {0, min} float mask as a `BinaryFloatMask` (stock SDPA keeps no
@@ -191,7 +224,9 @@ class DropoutSpec:
     def draw_like(self, like: torch.Tensor) -> torch.Tensor:
         """The packed mask drawn in the layout of `like` when it has the mask's shape (F.dropout draws
         into ``empty_like(input)``: a transposed input is drawn in its own memory order)."""
-        key = get_sampler(self.sampler).key(like.device, replay=False)  # the fast sampler's seed; None for exact
+        key = get_sampler(self.sampler).key(
+            like.device, replay=False
+        )  # the fast sampler's seed; None for exact
         return draw_packed(self.sampler, key, self.shape, 1.0 - self.p, like, self.bits)
 
     def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -211,45 +246,80 @@ class DropoutSpec:
                 mask = kernels.unpack(bits, self.shape, self.bits)
                 return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))
             noise = unpack_scaled(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
-            if not attn.is_contiguous():  # F.dropout's noise is empty_like(input): the product takes its layout
+            if (
+                not attn.is_contiguous()
+            ):  # F.dropout's noise is empty_like(input): the product takes its layout
                 noise = torch.empty_like(attn).copy_(noise)
             return attn * noise
 
         return apply
 
 
-def _core(drop: DropoutSpec, mask_spec: tuple | None, is_causal: bool, scale: float | None, enable_gqa: bool,
-          query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | BinaryFloatMask | None,
-          keep: torch.Tensor | None) -> torch.Tensor:
+def _core(
+    drop: DropoutSpec,
+    mask_spec: tuple | None,
+    is_causal: bool,
+    scale: float | None,
+    enable_gqa: bool,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | BinaryFloatMask | None,
+    keep: torch.Tensor | None,
+) -> torch.Tensor:
     attn_mask = checkpointed_mask(attn_mask, mask_spec)
     return sdpa_math(query, key, value, attn_mask, drop.dropout(keep), is_causal, scale, enable_gqa)
 
 
-def fused_kernel_runs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
-                      dropout_p: float, is_causal: bool, enable_gqa: bool = False) -> bool:
+def fused_kernel_runs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    is_causal: bool,
+    enable_gqa: bool = False,
+) -> bool:
     """Whether SDPA would run a fused CUDA kernel (flash, memory-efficient or cuDNN) for this call,
     by torch's own checks; those kernels keep O(Sq) statistics and regenerate their dropout mask."""
     if query.device.type != "cuda":
         return False
     mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
     params = torch.backends.cuda.SDPAParams(query, key, value, mask, dropout_p, is_causal, enable_gqa)
-    checks = (torch.backends.cuda.can_use_flash_attention, torch.backends.cuda.can_use_efficient_attention,
-              torch.backends.cuda.can_use_cudnn_attention)
+    checks = (
+        torch.backends.cuda.can_use_flash_attention,
+        torch.backends.cuda.can_use_efficient_attention,
+        torch.backends.cuda.can_use_cudnn_attention,
+    )
     return any(check(params, False) for check in checks)
 
 
 def _autocast_eligible(t: torch.Tensor | None) -> bool:
-    return t is not None and not isinstance(t, PackedBool) and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return (
+        t is not None
+        and not isinstance(t, PackedBool)
+        and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    )
 
 
-def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
-                  is_causal: bool, enable_gqa: bool) -> None:
+def _check_inputs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    enable_gqa: bool,
+) -> None:
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_floating(t, name)
         if t.dim() != 4:
-            raise PackedBoolValueError(f"{name} must be 4-D (batch, heads, seq, head_dim), got shape {tuple(t.shape)}.")
+            raise PackedBoolValueError(
+                f"{name} must be 4-D (batch, heads, seq, head_dim), got shape {tuple(t.shape)}."
+            )
     heads, kv_heads = query.shape[1], key.shape[1]
-    if key.shape[1] != value.shape[1] or (heads != kv_heads and not (enable_gqa and kv_heads and heads % kv_heads == 0)):
+    if key.shape[1] != value.shape[1] or (
+        heads != kv_heads and not (enable_gqa and kv_heads and heads % kv_heads == 0)
+    ):
         raise PackedBoolValueError(
             f"head count mismatch: query has {heads} heads, key {kv_heads}, value {value.shape[1]}; key and value"
             " need the query's head count, or a divisor of it with enable_gqa=True (grouped-query attention)."
@@ -270,5 +340,7 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, a
             f"attn_mask must be bool, PackedBool or float, got dtype={attn_mask.dtype}; use mask.bool() for 0/1 masks."
         )
     if is_causal:
-        raise PackedBoolValueError("pass either attn_mask or is_causal=True, not both (as SDPA); fold the causal"
-                                   " pattern into the mask, e.g. with padding_causal_mask(..., causal=True).")
+        raise PackedBoolValueError(
+            "pass either attn_mask or is_causal=True, not both (as SDPA); fold the causal"
+            " pattern into the mask, e.g. with padding_causal_mask(..., causal=True)."
+        )

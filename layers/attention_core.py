@@ -30,9 +30,14 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def sdpa_math(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
-    dropout: Callable[[torch.Tensor], torch.Tensor] | None, is_causal: bool = False,
-    scale: float | None = None, enable_gqa: bool = False,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout: Callable[[torch.Tensor], torch.Tensor] | None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
 ) -> torch.Tensor:
     """``F.scaled_dot_product_attention``'s math path with ``dropout(attn)`` as its dropout op.
 
@@ -58,8 +63,9 @@ def sdpa_math(
         root = math.sqrt(1.0 / math.sqrt(query.shape[-1])) if query.shape[-1] else math.inf
     else:
         root = math.sqrt(abs(scale))
-    scores = torch.matmul(query * (0.0 - root if scale is not None and scale < 0 else root),
-                          key.transpose(-2, -1) * root)
+    scores = torch.matmul(
+        query * (0.0 - root if scale is not None and scale < 0 else root), key.transpose(-2, -1) * root
+    )
     bias = _bias(attn_mask, is_causal, query, key)
     if bias is not None:
         scores = scores + bias
@@ -69,8 +75,9 @@ def sdpa_math(
     return torch.matmul(attn, value).to(origin)
 
 
-def _bias(attn_mask: torch.Tensor | None, is_causal: bool, query: torch.Tensor,
-          key: torch.Tensor) -> torch.Tensor | None:
+def _bias(
+    attn_mask: torch.Tensor | None, is_causal: bool, query: torch.Tensor, key: torch.Tensor
+) -> torch.Tensor | None:
     """SDPA's additive bias: the float mask, a bool mask as 0 / -inf, or the causal tril as 0 / -inf."""
     if is_causal:
         attn_mask = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()

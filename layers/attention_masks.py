@@ -15,7 +15,12 @@ from bittensor_core.layout import check_bits
 
 
 def padding_causal_mask(
-    attention_mask_2d: torch.Tensor | None, q_len: int, kv_len: int, *, causal: bool, bits: int = 1,
+    attention_mask_2d: torch.Tensor | None,
+    q_len: int,
+    kv_len: int,
+    *,
+    causal: bool,
+    bits: int = 1,
     device: torch.device | str | None = None,
 ) -> PackedBool:
     """Attention mask of shape (B, 1, q_len, kv_len) as a PackedBool, True where a query may attend.
@@ -40,7 +45,9 @@ def padding_causal_mask(
     check_bits(bits)
     for name, n in (("q_len", q_len), ("kv_len", kv_len)):
         if isinstance(n, bool) or not isinstance(n, int):
-            raise PackedBoolTypeError(f"{name} must be an int, got {n!r} ({type(n).__name__}); pass int({name}).")
+            raise PackedBoolTypeError(
+                f"{name} must be an int, got {n!r} ({type(n).__name__}); pass int({name})."
+            )
     if q_len < 0 or kv_len < 0 or (causal and q_len > kv_len):
         raise PackedBoolValueError(
             f"need 0 <= q_len <= kv_len for a causal mask, got q_len={q_len}, kv_len={kv_len}."

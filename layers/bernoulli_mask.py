@@ -36,8 +36,13 @@ class BernoulliMask(MaskType):
     """
 
     def __init__(
-        self, p: float, shape_of: Callable[[torch.Tensor], Shape] | None = None, *,
-        keep_only: torch.Tensor | None = None, rescale: bool = True, inplace: bool = False,
+        self,
+        p: float,
+        shape_of: Callable[[torch.Tensor], Shape] | None = None,
+        *,
+        keep_only: torch.Tensor | None = None,
+        rescale: bool = True,
+        inplace: bool = False,
     ) -> None:
         self.p, self.shape_of, self.keep_only = p, shape_of, keep_only
         self.rescale, self.inplace = rescale, inplace
@@ -45,7 +50,9 @@ class BernoulliMask(MaskType):
     def noise(self, mask: Mask | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``mask / (1 - p)`` in like's dtype: F.dropout's noise tensor (mask's shape)."""
         scale = noise_scale(self.p if self.rescale else 0.0, like.dtype, like.device)
-        if isinstance(mask, (Mask, PackedBool)) and mask.numel() == like.numel():  # full-size: decode the bytes in one pass
+        if (
+            isinstance(mask, (Mask, PackedBool)) and mask.numel() == like.numel()
+        ):  # full-size: decode the bytes in one pass
             return packed_noise(mask, scale)
         return plain(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
 

@@ -19,8 +19,14 @@ def _per_sample(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def drop_path(
-    x: torch.Tensor, p: float = 0.0, training: bool = False, *, bits: int = 1, unpack: str = "lazy",
-    storage: str = "packed", sampler: str = "exact",
+    x: torch.Tensor,
+    p: float = 0.0,
+    training: bool = False,
+    *,
+    bits: int = 1,
+    unpack: str = "lazy",
+    storage: str = "packed",
+    sampler: str = "exact",
 ) -> torch.Tensor:
     """Zero each sample of `x` (dim 0) with probability p, scale the rest by 1 / (1 - p).
 
@@ -31,10 +37,14 @@ def drop_path(
     Example:
         >>> y = drop_path(torch.randn(8, 197, 768), 0.1, training=True)
     """
-    return drop_path_with(MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training)
+    return drop_path_with(
+        MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training
+    )
 
 
-def drop_path_with(options: MaskStorage, x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
+def drop_path_with(
+    options: MaskStorage, x: torch.Tensor, p: float = 0.0, training: bool = False
+) -> torch.Tensor:
     """`drop_path` with the mask's options as one `MaskStorage` (what `DropPath` calls).
 
     Example:
@@ -55,7 +65,12 @@ class DropPath(nn.Module):
     """
 
     def __init__(
-        self, p: float = 0.0, *, bits: int = 1, unpack: str = "lazy", storage: str = "packed",
+        self,
+        p: float = 0.0,
+        *,
+        bits: int = 1,
+        unpack: str = "lazy",
+        storage: str = "packed",
         sampler: str = "exact",
     ) -> None:
         super().__init__()

@@ -42,8 +42,15 @@ class DropoutMask(BernoulliMask):
 
 
 def packed_dropout(
-    x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *, bits: int = 1,
-    unpack: str = "lazy", storage: str = "packed", sampler: str = "exact",
+    x: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    inplace: bool = False,
+    *,
+    bits: int = 1,
+    unpack: str = "lazy",
+    storage: str = "packed",
+    sampler: str = "exact",
 ) -> torch.Tensor:
     """F.dropout that saves its mask packed. Same arguments and results as ``F.dropout``.
 
@@ -63,7 +70,9 @@ def packed_dropout(
         >>> torch.equal(a, b)
         True
     """
-    return dropout_with(MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training, inplace)
+    return dropout_with(
+        MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler), x, p, training, inplace
+    )
 
 
 def dropout_with(
@@ -107,8 +116,14 @@ class PackedDropout(nn.Dropout):
     """
 
     def __init__(
-        self, p: float = 0.5, inplace: bool = False, *, bits: int = 1, unpack: str = "lazy",
-        storage: str = "packed", sampler: str = "exact",
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        bits: int = 1,
+        unpack: str = "lazy",
+        storage: str = "packed",
+        sampler: str = "exact",
     ) -> None:
         super().__init__(check_p(p), inplace)  # check_p: nn.Dropout lets NaN through
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)

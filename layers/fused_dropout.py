@@ -22,8 +22,13 @@ from .options import MaskStorage
 def can_fuse(x: torch.Tensor, options: MaskStorage, inplace: bool) -> bool:
     """Is the fused Triton path available for this call (CUDA tensors only)?"""
     return (
-        x.device.type == "cuda" and options.sampler == "fast" and options.bits == 1 and not inplace
-        and x.dtype in FUSED_DTYPES and triton_available() and not torch.compiler.is_compiling()
+        x.device.type == "cuda"
+        and options.sampler == "fast"
+        and options.bits == 1
+        and not inplace
+        and x.dtype in FUSED_DTYPES
+        and triton_available()
+        and not torch.compiler.is_compiling()
     )
 
 

@@ -52,7 +52,9 @@ def _grouped(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tens
 
 
 @torch.library.custom_op("packedbool::grouped_mm", mutates_args=())
-def grouped_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def grouped_mm(
+    x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """(S, K) rows sorted by expert @ (E, K, N) per-expert weights (+ (E, N) per-expert bias) -> (S, N)."""
     out = _grouped(x, w, offs)
     if bias is not None:
@@ -100,7 +102,11 @@ def _grouped_mm_backward(
 def _(x, w, offs, grad, bias_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     contiguous = torch.contiguous_format
     grad_bias = grad.new_empty(bias_rows, grad.shape[-1])
-    return torch.empty_like(x, memory_format=contiguous), torch.empty_like(w, memory_format=contiguous), grad_bias
+    return (
+        torch.empty_like(x, memory_format=contiguous),
+        torch.empty_like(w, memory_format=contiguous),
+        grad_bias,
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:

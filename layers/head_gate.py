@@ -34,8 +34,15 @@ class HeadGate(nn.Module):
     """
 
     def __init__(
-        self, num_heads: int, p: float = 0.0, *, head_mask: torch.Tensor | None = None, bits: int = 1,
-        unpack: str = "lazy", storage: str = "packed", sampler: str = "exact",
+        self,
+        num_heads: int,
+        p: float = 0.0,
+        *,
+        head_mask: torch.Tensor | None = None,
+        bits: int = 1,
+        unpack: str = "lazy",
+        storage: str = "packed",
+        sampler: str = "exact",
     ) -> None:
         super().__init__()
         self.num_heads, self.p = check_count("num_heads", num_heads), check_p(p, "head drop")
@@ -61,7 +68,11 @@ class HeadGate(nn.Module):
                 f"HeadGate(num_heads={self.num_heads}) expects (batch, {self.num_heads}, seq, head_dim), "
                 f"got shape {tuple(x.shape)}."
             )
-        fixed = None if self.head_mask is None else self.head_mask.expand(x.shape[0], self.num_heads)[..., None, None]
+        fixed = (
+            None
+            if self.head_mask is None
+            else self.head_mask.expand(x.shape[0], self.num_heads)[..., None, None]
+        )
         stochastic = self.training and self.p > 0.0
         if not stochastic and fixed is None:
             return x

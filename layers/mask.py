@@ -91,7 +91,11 @@ class Mask:
         if _aligned(shape, bits):
             return cls(flat.view(packed_shape(shape, bits)), shape, bits, unpack_mode)
         n = math.prod(shape)
-        plain_flat = torch_ref.unpack_flat(flat, n, bits) if torch.compiler.is_compiling() else kernels.unpack(flat, (n,), bits)
+        plain_flat = (
+            torch_ref.unpack_flat(flat, n, bits)
+            if torch.compiler.is_compiling()
+            else kernels.unpack(flat, (n,), bits)
+        )
         return cls.of(plain_flat.view(shape), bits, unpack_mode)
 
 

@@ -111,7 +111,9 @@ def apply_mask(
                 "pass mask.bool()."
             )
         if storage.seeded:
-            raise PackedBoolValueError("storage='seeded' needs a sampled mask; a given mask can only be packed.")
+            raise PackedBoolValueError(
+                "storage='seeded' needs a sampled mask; a given mask can only be packed."
+            )
         given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
         given, shape = given.packed, given.shape
     elif storage.seeded and storage.sampler == "exact" and torch.compiler.is_compiling():
@@ -122,8 +124,12 @@ def apply_mask(
         )
     elif torch.compiler.is_compiling() and not storage.seeded:  # drawn here, so kept (see `kept_draw`)
         sampler = get_sampler(storage.sampler)
-        shape = mask_type.sample(x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")).shape
-        given = kept_draw(lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).packed, x)
+        shape = mask_type.sample(
+            x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")
+        ).shape
+        given = kept_draw(
+            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).packed, x
+        )
     return MaskFunction.apply(mask_type, storage, given, shape, x, *others)
 
 
@@ -131,8 +137,15 @@ class MaskFunction(torch.autograd.Function):
     """The generic Function: draw or take the mask, apply it, save it packed (or seeded)."""
 
     @staticmethod
-    def forward(ctx: Any, mask_type: MaskType, storage: MaskStorage, given: torch.Tensor | None,
-                given_shape: torch.Size | None, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        mask_type: MaskType,
+        storage: MaskStorage,
+        given: torch.Tensor | None,
+        given_shape: torch.Size | None,
+        x: torch.Tensor,
+        *others: torch.Tensor,
+    ) -> torch.Tensor:
         key = None
         if given is None:
             sampler = get_sampler(storage.sampler)
@@ -176,6 +189,8 @@ def _draw_for(sampler: Any, like: torch.Tensor) -> Draw:
     return _bind(sampler.draw, sampler.key(like.device, replay=False), like)
 
 
-def _bind(fn: Callable, key: torch.Tensor | None, like: torch.Tensor, device: torch.device | None = None) -> Draw:
+def _bind(
+    fn: Callable, key: torch.Tensor | None, like: torch.Tensor, device: torch.device | None = None
+) -> Draw:
     device = device or like.device
     return lambda shape, keep: fn(key, shape, keep, like, device)

@@ -128,7 +128,9 @@ class DispatchMask(_Routed):
         (order,) = order or self.routing(mask)[1:]
         return x[order // self.code.top_k]
 
-    def grad(self, mask: Mask, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def grad(
+        self, mask: Mask, grad_out: torch.Tensor, *saved: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         ids, order = self.routing(mask)
         grad = grad_out.new_zeros(ids.shape[0], *grad_out.shape[1:])
         return (grad.index_put_((order // self.code.top_k,), grad_out, accumulate=True), None)
@@ -140,16 +142,22 @@ class CombineMask(_Routed):
     The weights are (T, k) per slot, or (T, E) per expert when ``code.per_expert_weights``.
     """
 
-    def apply(self, mask: Mask, y: torch.Tensor, weights: torch.Tensor, *routing: torch.Tensor) -> torch.Tensor:
+    def apply(
+        self, mask: Mask, y: torch.Tensor, weights: torch.Tensor, *routing: torch.Tensor
+    ) -> torch.Tensor:
         ids, order = self.routing(mask, routing)
         weighted = y * self._slot_weights(weights, ids).reshape(-1)[order].unsqueeze(-1)
         # back to pair order by the inverse permutation (transformers builds it with index_put, the same ints)
         return weighted[order.argsort()].view(*ids.shape, y.shape[-1]).sum(dim=1)
 
-    def save(self, y: torch.Tensor, weights: torch.Tensor, *routing: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def save(
+        self, y: torch.Tensor, weights: torch.Tensor, *routing: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         return (y, weights)
 
-    def grad(self, mask: Mask, grad_out: torch.Tensor, *saved: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def grad(
+        self, mask: Mask, grad_out: torch.Tensor, *saved: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         y, weights = saved
         ids, order = self.routing(mask)
         # autograd's backward of apply's ops, op for op: sum -> expand, view -> reshape,
@@ -159,7 +167,9 @@ class CombineMask(_Routed):
         slot_weights = self._slot_weights(weights, ids).reshape(-1)
         grad_y = grad_weighted * slot_weights[order].unsqueeze(-1)
         grad_w = (grad_weighted * y).sum(-1, keepdim=True).squeeze(-1)
-        grad_slots = torch.zeros_like(slot_weights).index_put_((order,), grad_w, accumulate=True).view(ids.shape)
+        grad_slots = (
+            torch.zeros_like(slot_weights).index_put_((order,), grad_w, accumulate=True).view(ids.shape)
+        )
         if self.code.per_expert_weights:
             grad_slots = torch.zeros_like(weights).scatter_(1, ids, grad_slots)
         return (grad_y, grad_slots, None, None)
@@ -169,7 +179,11 @@ class CombineMask(_Routed):
 
 
 def grouped_experts(
-    experts: nn.Module, hidden: torch.Tensor, weights: torch.Tensor, routing: Mask, code: RoutingCode,
+    experts: nn.Module,
+    hidden: torch.Tensor,
+    weights: torch.Tensor,
+    routing: Mask,
+    code: RoutingCode,
     storage: MaskStorage,
 ) -> torch.Tensor:
     """The experts of a routed batch, sorted and grouped, with the routing saved as `routing` only.
@@ -193,14 +207,18 @@ def grouped_experts(
     # transformers' offsets: histc (CPU needs float input), cumulative int32
     counts = torch.histc(
         sorted_ids.float() if hidden.device.type in ("cpu", "mps") else sorted_ids.int(),
-        bins=num_experts, min=0, max=num_experts - 1,
+        bins=num_experts,
+        min=0,
+        max=num_experts - 1,
     )
     offs = torch.cumsum(counts, dim=0, dtype=torch.int32)
     x = apply_mask(DispatchMask(code), hidden, order, mask=routing, storage=storage)
     # Expert-parallel sentinels sort last, beyond offs[-1]: the kernel leaves their rows as they
     # are, so they are zeroed, as transformers does when the module is expert-parallel (older
     # versions, without the flag, masked always; on all-False masks that changes no value).
-    sentinel = (sorted_ids >= num_experts).unsqueeze(-1) if getattr(experts, "_is_expert_parallel", False) else None
+    sentinel = (
+        (sorted_ids >= num_experts).unsqueeze(-1) if getattr(experts, "_is_expert_parallel", False) else None
+    )
     if sentinel is not None:
         x.masked_fill_(sentinel, 0.0)
     h = _linear(experts, x, "gate_up_proj" if experts.has_gate else "up_proj", offs, sentinel)
@@ -212,7 +230,9 @@ def grouped_experts(
     return out.to(hidden.dtype)
 
 
-def _linear(experts: nn.Module, x: torch.Tensor, name: str, offs: torch.Tensor, sentinel: torch.Tensor | None):
+def _linear(
+    experts: nn.Module, x: torch.Tensor, name: str, offs: torch.Tensor, sentinel: torch.Tensor | None
+):
     bias = getattr(experts, f"{name}_bias") if experts.has_bias else None
     out = grouped_linear(x, getattr(experts, name), offs, bias, is_transposed=experts.is_transposed)
     return out if sentinel is None else out.masked_fill(sentinel, 0.0)
@@ -263,7 +283,9 @@ class PackedMoE(nn.Module):
         >>> y = moe(torch.randn(4, 16, 64))
     """
 
-    def __init__(self, hidden_size: int, ffn_size: int, num_experts: int, top_k: int, *, bits: int = 1) -> None:
+    def __init__(
+        self, hidden_size: int, ffn_size: int, num_experts: int, top_k: int, *, bits: int = 1
+    ) -> None:
         super().__init__()
         self.router = TopKRouter(hidden_size, num_experts, top_k, bits=bits)
         self.experts = ExpertMLP(hidden_size, ffn_size, num_experts)

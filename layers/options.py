@@ -22,7 +22,9 @@ SAMPLERS = ("exact", "fast")
 def check_p(p: float, what: str = "dropout") -> float:
     """p in [0, 1] (any real scalar, numpy's included; NaN is out of range), with nn.Dropout's message."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise PackedBoolTypeError(f"{what} probability must be a float in [0, 1], got {p!r} ({type(p).__name__}).")
+        raise PackedBoolTypeError(
+            f"{what} probability must be a float in [0, 1], got {p!r} ({type(p).__name__})."
+        )
     if not 0.0 <= p <= 1.0:  # also catches NaN, which `p < 0 or p > 1` lets through
         raise PackedBoolValueError(f"{what} probability has to be between 0 and 1, but got {p}")
     return float(p)

@@ -48,8 +48,9 @@ class ExactSampler:
             return torch.get_rng_state()
         return torch.get_device_module(device.type).get_rng_state(device)
 
-    def draw(self, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
-             device: torch.device) -> torch.Tensor:
+    def draw(
+        self, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
         if key is None or device.type != "cpu":
             return self._bernoulli(shape, keep, like, device)
         # Seeded: draw from a private generator at the snapshot `key`, then move torch's generator
@@ -60,8 +61,9 @@ class ExactSampler:
         torch.set_rng_state(private.get_state())
         return mask
 
-    def redraw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
-               device: torch.device) -> torch.Tensor:
+    def redraw(
+        self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
         if device.type == "cpu":  # a private generator at the saved state: torch's is untouched
             return self._bernoulli(shape, keep, like, device, torch.Generator().set_state(key))
         # NOTE: native_dropout takes no generator, so on CUDA the device generator is rewound
@@ -71,16 +73,25 @@ class ExactSampler:
             return self._bernoulli(shape, keep, like, device)
 
     @staticmethod
-    def _bernoulli(shape: Shape, keep: float, like: torch.Tensor, device: torch.device,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+    def _bernoulli(
+        shape: Shape,
+        keep: float,
+        like: torch.Tensor,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         # A mask of the input's own shape takes its strides, as F.dropout's empty_like(input) does:
         # the generator fills memory in order, so a transposed input gets the same numbers.
         base = like if tuple(shape) == tuple(like.shape) else torch.empty(shape, device="meta")
         if device.type == "cpu":
             # native_dropout_cpu's own draw: one bool bernoulli_ (F.dropout draws the same numbers).
-            return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(keep, generator=generator)
+            return torch.empty_like(base, dtype=torch.bool, device=device).bernoulli_(
+                keep, generator=generator
+            )
         # On CUDA nn.Dropout is native_dropout's fused kernel: take its mask to follow its stream.
-        return torch.native_dropout(torch.empty_like(base, dtype=like.dtype, device=device), 1.0 - keep, True)[1]
+        return torch.native_dropout(
+            torch.empty_like(base, dtype=like.dtype, device=device), 1.0 - keep, True
+        )[1]
 
 
 class FastSampler:
@@ -91,15 +102,18 @@ class FastSampler:
     def key(self, device: torch.device, *, replay: bool) -> torch.Tensor:
         return torch.randint(0, 2**63 - 1, (), dtype=torch.int64)  # out-of-place: dynamo traces it
 
-    def draw(self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor,
-             device: torch.device) -> Mask:
+    def draw(
+        self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor, device: torch.device
+    ) -> Mask:
         return Mask(philox_bernoulli(key, list(shape), float(keep), device), shape, 1)
 
     redraw = draw  # a pure function of the key
 
 
 @torch.library.custom_op("packedbool::philox_bernoulli", mutates_args=())
-def philox_bernoulli(key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device) -> torch.Tensor:
+def philox_bernoulli(
+    key: torch.Tensor, shape: Sequence[int], keep: float, device: torch.device
+) -> torch.Tensor:
     """The fast sampler's Bernoulli(keep) mask of `shape` on `device` as 1-bit packed uint8 rows.
 
     `key`: 0-dim int64 seed. CPU: `philox_packed_bernoulli`; elsewhere torch's Philox generator
@@ -146,8 +160,9 @@ def _philox(seed: int) -> np.random.BitGenerator:
     return np.random.Philox(key=seed)
 
 
-def draw_packed(sampler: str, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor,
-                bits: int = 1) -> torch.Tensor:
+def draw_packed(
+    sampler: str, key: torch.Tensor | None, shape: Shape, keep: float, like: torch.Tensor, bits: int = 1
+) -> torch.Tensor:
     """A Bernoulli(keep) mask of `shape` drawn by `sampler`, as plain packed uint8 rows.
 
     The bytes follow `bittensor_core.layout` at width `bits` (``layout.packed_shape(shape, bits)``),

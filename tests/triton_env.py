@@ -26,8 +26,11 @@ if DEVICE == "cpu":
     from triton.runtime.interpreter import InterpretedFunction
 
     if not isinstance(tl.randint4x, InterpretedFunction):  # triton's own kernels were compiled-mode
-        pytest.fail("triton was imported before TRITON_INTERPRET=1 was set (see conftest.py); run these "
-                    "tests with TRITON_INTERPRET=1 in the environment.", pytrace=False)
+        pytest.fail(
+            "triton was imported before TRITON_INTERPRET=1 was set (see conftest.py); run these "
+            "tests with TRITON_INTERPRET=1 in the environment.",
+            pytrace=False,
+        )
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -86,7 +86,9 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
             "median_step_s_training": median(r["median_step_s"] for r in runs),
             "throughput": summarize(tput),
             "throughput_change": relative_delta(_mean(tput), base["throughput"]),
-            "throughput_welch": None if is_base or min(len(tput), len(base_tput)) < 2 else welch(base_tput, tput).as_dict(),
+            "throughput_welch": None
+            if is_base or min(len(tput), len(base_tput)) < 2
+            else welch(base_tput, tput).as_dict(),
             "accuracy": acc_s,
             "f1": f1_s,
             "accuracy_delta": relative_delta(acc_s["mean"], base["acc"]["mean"]),
@@ -95,7 +97,9 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
             "accuracy_sigmas": sigmas(acc_s["mean"] - base["acc"]["mean"], base["acc"]["std"]),
             "f1_sigmas": sigmas(f1_s["mean"] - base["f1"]["mean"], base["f1"]["std"]),
             "loss_curves_identical": all(same_curves),
-            "loss_max_abs_diff": max(max_abs_diff(r["losses"], base_by_seed[r["seed"]]["losses"]) for r in runs),
+            "loss_max_abs_diff": max(
+                max_abs_diff(r["losses"], base_by_seed[r["seed"]]["losses"]) for r in runs
+            ),
             "grad_cosine_min": min(r["grad_cosine"] for r in runs),
             "grads_identical": all(r["grad_identical"] for r in runs),
         }
@@ -138,7 +142,9 @@ def exp2_rows(exp2: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     its saving vs the baseline."""
     out: dict[str, dict[tuple[int, int], dict[str, Any]]] = {"seq": {}, "batch": {}}
     for p in exp2["points"]:
-        row = out[p["sweep"]].setdefault((p["batch"], p["seq_len"]), {"batch": p["batch"], "seq_len": p["seq_len"]})
+        row = out[p["sweep"]].setdefault(
+            (p["batch"], p["seq_len"]), {"batch": p["batch"], "seq_len": p["seq_len"]}
+        )
         row[p["variation"]] = p["memory"]
     for rows in out.values():
         for row in rows.values():
@@ -156,18 +162,26 @@ STATUS = ("PASS", "FAIL", "NOT RUN")
 RUN_COMMAND = "the run command above ({})"  # the report states the exact command once
 TESTS = {
     "gradcheck": "python -m pytest tests/layers/test_mask_type.py tests/layers/test_mask_types_doc.py "
-                 "tests/integrations/test_hf_moe.py -k gradcheck -q",
+    "tests/integrations/test_hf_moe.py -k gradcheck -q",
     "compile": "python -m pytest tests/integrations/test_compile.py -q",
     "ddp": "python -m pytest tests/integrations/test_distributed.py -q",
     "amp": "python -m pytest tests/integrations/test_composition.py tests/integrations/test_huggingface.py "
-           "tests/layers/test_mask_type.py -k 'autocast or bf16' -q",
+    "tests/layers/test_mask_type.py -k 'autocast or bf16' -q",
 }
 
 
-def _criterion(name: str, target: str, measured: str, ok: bool | None, source: str, command: str) -> dict[str, Any]:
+def _criterion(
+    name: str, target: str, measured: str, ok: bool | None, source: str, command: str
+) -> dict[str, Any]:
     status = STATUS[2] if ok is None else STATUS[0 if ok else 1]
-    return {"criterion": name, "target": target, "measured": measured, "status": status, "source": source,
-            "command": command}
+    return {
+        "criterion": name,
+        "target": target,
+        "measured": measured,
+        "status": status,
+        "source": source,
+        "command": command,
+    }
 
 
 def _sigma_text(value: float | None, std: float, difference: float) -> str:
@@ -193,8 +207,14 @@ def _accuracy_criterion(task: str, rows: dict[str, dict[str, Any]], command: str
     p = [r["accuracy_welch"]["p_value"] for n, r in rows.items() if n != BASELINE and r["accuracy_welch"]]
     text += f"; baseline accuracy {base['accuracy']['mean']:.3f} ± {base['accuracy']['std']:.3f}"
     text += f"; min Welch p (accuracy) {min(p):.2g}" if p else ""
-    return _criterion(f"task metric within {MAX_METRIC_SIGMAS} sigma ({task})", f"<= {MAX_METRIC_SIGMAS} sigma",
-                      text, worst <= MAX_METRIC_SIGMAS, f"exp-1 {task}, every variation", command)
+    return _criterion(
+        f"task metric within {MAX_METRIC_SIGMAS} sigma ({task})",
+        f"<= {MAX_METRIC_SIGMAS} sigma",
+        text,
+        worst <= MAX_METRIC_SIGMAS,
+        f"exp-1 {task}, every variation",
+        command,
+    )
 
 
 def _exp1_criteria(exp1: dict[str, Any], command: str) -> list[dict[str, Any]]:
@@ -206,18 +226,43 @@ def _exp1_criteria(exp1: dict[str, Any], command: str) -> list[dict[str, Any]]:
             main = rows.get(MAIN) or next(r for n, r in rows.items() if n != BASELINE)
             tag = f"exp-1 text, {main['variation']}"
             c = main["compression_vs_bool"]
-            out.append(_criterion("mask compression vs a bool mask", f">= {MIN_COMPRESSION}x",
-                                  f"{c:.2f}x" if c else "-", None if c is None else c >= MIN_COMPRESSION, tag,
-                                  command))
-            out.append(_criterion("end-to-end peak memory saving, small model", f">= {MIN_SAVING_SMALL:.0%}",
-                                  f"{main['peak_saving']:.1%}", main["peak_saving"] >= MIN_SAVING_SMALL, tag,
-                                  command))
+            out.append(
+                _criterion(
+                    "mask compression vs a bool mask",
+                    f">= {MIN_COMPRESSION}x",
+                    f"{c:.2f}x" if c else "-",
+                    None if c is None else c >= MIN_COMPRESSION,
+                    tag,
+                    command,
+                )
+            )
+            out.append(
+                _criterion(
+                    "end-to-end peak memory saving, small model",
+                    f">= {MIN_SAVING_SMALL:.0%}",
+                    f"{main['peak_saving']:.1%}",
+                    main["peak_saving"] >= MIN_SAVING_SMALL,
+                    tag,
+                    command,
+                )
+            )
             change, test = main["throughput_change"], main["throughput_welch"]
             slower = bool(test and test["significant"] and change < 0)
-            p = f", Welch p={test['p_value']:.2g}" + (" (significantly slower)" if slower else "") if test else ""
-            out.append(_criterion("throughput change", f"within +/-{MAX_THROUGHPUT_CHANGE:.0%}, not significantly slower",
-                                  f"{change:+.1%}{p}", abs(change) <= MAX_THROUGHPUT_CHANGE and not slower, tag,
-                                  command))
+            p = (
+                f", Welch p={test['p_value']:.2g}" + (" (significantly slower)" if slower else "")
+                if test
+                else ""
+            )
+            out.append(
+                _criterion(
+                    "throughput change",
+                    f"within +/-{MAX_THROUGHPUT_CHANGE:.0%}, not significantly slower",
+                    f"{change:+.1%}{p}",
+                    abs(change) <= MAX_THROUGHPUT_CHANGE and not slower,
+                    tag,
+                    command,
+                )
+            )
         out.append(_accuracy_criterion(name, rows, command))
         # The fast sampler draws other random numbers than nn.Dropout by design: shown, not judged.
         exact = {n: r for n, r in rows.items() if n not in (BASELINE, FAST)}
@@ -226,9 +271,16 @@ def _exp1_criteria(exp1: dict[str, Any], command: str) -> list[dict[str, Any]]:
             text = f"{cos:.6f} (min over {', '.join(exact)})"
             text += "; bit-identical" if all(r["grads_identical"] for r in exact.values()) else ""
             text += f"; {FAST} (other draws): {rows[FAST]['grad_cosine_min']:.4f}" if FAST in rows else ""
-            out.append(_criterion(f"first-step gradient cosine vs baseline ({name})",
-                                  f">= {STUDY_GRAD_COSINE} (study's figure)", text, cos >= STUDY_GRAD_COSINE,
-                                  f"exp-1 {name}", command))
+            out.append(
+                _criterion(
+                    f"first-step gradient cosine vs baseline ({name})",
+                    f">= {STUDY_GRAD_COSINE} (study's figure)",
+                    text,
+                    cos >= STUDY_GRAD_COSINE,
+                    f"exp-1 {name}",
+                    command,
+                )
+            )
     return out
 
 
@@ -238,45 +290,98 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = _exp1_criteria(results["exp-1"], RUN_COMMAND.format("exp-1")) if "exp-1" in results else []
     exp2 = results.get("exp-2")
     out += _exp2_criteria(exp2, RUN_COMMAND.format("exp-2")) if exp2 else []
-    out.append(_criterion("gradcheck of every mask function", "passes", "checked by the test suite", None,
-                          "tests", TESTS["gradcheck"]))
+    out.append(
+        _criterion(
+            "gradcheck of every mask function",
+            "passes",
+            "checked by the test suite",
+            None,
+            "tests",
+            TESTS["gradcheck"],
+        )
+    )
     systems = (exp2 or {}).get("systems", {}).get("rows", [])
-    for key, variant, name in (("compile", "compile+patch", "works unmodified with torch.compile"),
-                               ("amp", "amp+patch", "works unmodified with AMP (bf16 autocast)")):
+    for key, variant, name in (
+        ("compile", "compile+patch", "works unmodified with torch.compile"),
+        ("amp", "amp+patch", "works unmodified with AMP (bf16 autocast)"),
+    ):
         row = next((r for r in systems if r["variant"] == variant), None)
-        measured = (f"{variant} trained in exp-2 (loss {row['loss']:.3f}); equality: the tests" if row
-                    else f"{variant} not among the exp-2 systems run; equality: the tests")
-        out.append(_criterion(name, "trains, same results", measured,
-                              None if row is None else math.isfinite(row["loss"]), "exp-2 systems + tests",
-                              f"{RUN_COMMAND.format('exp-2')}; {TESTS[key]}"))
-    out.append(_criterion("works unmodified with DDP", "same gradients as one process", "checked by the test suite",
-                          None, "tests", TESTS["ddp"]))
+        measured = (
+            f"{variant} trained in exp-2 (loss {row['loss']:.3f}); equality: the tests"
+            if row
+            else f"{variant} not among the exp-2 systems run; equality: the tests"
+        )
+        out.append(
+            _criterion(
+                name,
+                "trains, same results",
+                measured,
+                None if row is None else math.isfinite(row["loss"]),
+                "exp-2 systems + tests",
+                f"{RUN_COMMAND.format('exp-2')}; {TESTS[key]}",
+            )
+        )
+    out.append(
+        _criterion(
+            "works unmodified with DDP",
+            "same gradients as one process",
+            "checked by the test suite",
+            None,
+            "tests",
+            TESTS["ddp"],
+        )
+    )
     return out
 
 
 def _exp2_criteria(exp2: dict[str, Any], command: str) -> list[dict[str, Any]]:
     seq_rows, _ = exp2_rows(exp2)
     name = next((v for v in exp2["settings"]["variations"] if v != BASELINE), MAIN)
-    savings = [(r["seq_len"], r.get(f"{name}:peak_saving"), r.get(f"{name}:saved_diff_bytes")) for r in seq_rows]
+    savings = [
+        (r["seq_len"], r.get(f"{name}:peak_saving"), r.get(f"{name}:saved_diff_bytes")) for r in seq_rows
+    ]
     savings = [x for x in savings if x[1] is not None]
     out = []
     if savings:
         seq, best, _ = savings[-1]
-        out.append(_criterion("peak memory saving, longest sequence", f">= {MIN_SAVING_LARGE:.0%}",
-                              f"{best:.1%} at seq {seq}", best >= MIN_SAVING_LARGE, f"exp-2, {name}", command))
+        out.append(
+            _criterion(
+                "peak memory saving, longest sequence",
+                f">= {MIN_SAVING_LARGE:.0%}",
+                f"{best:.1%} at seq {seq}",
+                best >= MIN_SAVING_LARGE,
+                f"exp-2, {name}",
+                command,
+            )
+        )
         per_token = [d / s for s, _, d in savings]
         # Linear growth keeps the saving per token constant; attention's (S, S) masks make it grow.
         grows = all(b >= 0.95 * a for a, b in zip(per_token, per_token[1:], strict=False))
         text = ", ".join(f"{s}: {d / 2**20:.1f} MiB ({d / s / 1024:.1f} KiB/token)" for s, _, d in savings)
-        out.append(_criterion("saved-bytes saving grows (at least) linearly with sequence length",
-                              "per-token saving not shrinking", text, grows if len(savings) > 1 else None,
-                              f"exp-2, {name}", command))
+        out.append(
+            _criterion(
+                "saved-bytes saving grows (at least) linearly with sequence length",
+                "per-token saving not shrinking",
+                text,
+                grows if len(savings) > 1 else None,
+                f"exp-2, {name}",
+                command,
+            )
+        )
     fits = [c for c in exp2["showcase"] if not c["baseline_fits"] and c["variation"] == name]
-    text = "; ".join(
-        f"batch {c['batch']} x seq {c['seq_len']}: baseline {baseline_peak(c)} > budget "
-        f"{_mib(c['budget_bytes'])} >= packed {_mib(c['packed_peak_bytes'])}" for c in fits
-    ) or "none found"
-    out.append(_criterion("a configuration fits that the baseline cannot", ">= 1", text, bool(fits), "exp-2", command))
+    text = (
+        "; ".join(
+            f"batch {c['batch']} x seq {c['seq_len']}: baseline {baseline_peak(c)} > budget "
+            f"{_mib(c['budget_bytes'])} >= packed {_mib(c['packed_peak_bytes'])}"
+            for c in fits
+        )
+        or "none found"
+    )
+    out.append(
+        _criterion(
+            "a configuration fits that the baseline cannot", ">= 1", text, bool(fits), "exp-2", command
+        )
+    )
     return out
 
 
@@ -297,9 +402,12 @@ def hypotheses(results: dict[str, Any]) -> list[dict[str, str]]:
     by_name = {c["criterion"]: c for c in criteria(results)}
     groups = {
         "compression": ["mask compression vs a bool mask"],
-        "memory": ["end-to-end peak memory saving, small model", "peak memory saving, longest sequence",
-                   "saved-bytes saving grows (at least) linearly with sequence length",
-                   "a configuration fits that the baseline cannot"],
+        "memory": [
+            "end-to-end peak memory saving, small model",
+            "peak memory saving, longest sequence",
+            "saved-bytes saving grows (at least) linearly with sequence length",
+            "a configuration fits that the baseline cannot",
+        ],
         "speed": ["throughput change"],
         "accuracy": [n for n in by_name if n.startswith(("task metric", "first-step gradient"))],
     }

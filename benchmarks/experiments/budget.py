@@ -103,7 +103,9 @@ def largest_fitting(peak_of: Callable[[int], int | None], budget_bytes: int, lo:
     # the line), else through good and bad; check the neighbour; bisect if that gained little.
     while bad - good > 1:
         width = bad - good
-        over = sorted((p for p in search.probes if not p.fits and p.peak_bytes is not None), key=lambda p: p.size)
+        over = sorted(
+            (p for p in search.probes if not p.fits and p.peak_bytes is not None), key=lambda p: p.size
+        )
         line = over[:2] if len(over) > 1 else [seen[good], seen[bad]]
         guess = _crossing(*line, budget_bytes)
         n = min(bad - 1, max(good + 1, guess if guess is not None else (good + bad) // 2))
@@ -120,4 +122,3 @@ def largest_fitting(peak_of: Callable[[int], int | None], budget_bytes: int, lo:
             good, bad = (mid, bad) if fits(mid) else (good, mid)
     search.best = good
     return search
-

@@ -44,7 +44,11 @@ from .variations import BOOL_REFERENCE, Variation, applied, parse_variations
 __all__ = ["Exp1Settings", "run_exp1"]
 
 DEFAULT_VARIATIONS = (
-    "packed-1bit-lazy", "packed-1bit-cached", "packed-4bit", "seeded-0bit", "packed-1bit-fast",
+    "packed-1bit-lazy",
+    "packed-1bit-cached",
+    "packed-4bit",
+    "seeded-0bit",
+    "packed-1bit-fast",
 )
 TASKS = {"text": text_task, "image": image_task}
 
@@ -93,9 +97,21 @@ class Exp1Settings:
 
     @classmethod
     def quick(cls, **overrides: Any) -> Exp1Settings:
-        base = dict(batch_size=16, steps=10, warmup=2, seeds=(0, 1), train_limit=16 * 10, val_limit=256,
-                    test_limit=256, held_out=0.1, lr=2e-4, val_points=2, timing_rounds=3, timing_steps=3,
-                    baseline_attn="eager")
+        base = dict(
+            batch_size=16,
+            steps=10,
+            warmup=2,
+            seeds=(0, 1),
+            train_limit=16 * 10,
+            val_limit=256,
+            test_limit=256,
+            held_out=0.1,
+            lr=2e-4,
+            val_points=2,
+            timing_rounds=3,
+            timing_steps=3,
+            baseline_attn="eager",
+        )
         return cls(**(base | overrides))
 
     @classmethod
@@ -104,8 +120,14 @@ class Exp1Settings:
 
     @classmethod
     def full(cls, **overrides: Any) -> Exp1Settings:
-        base = dict(train_limit=None, epochs=3.0, seeds=(0, 1, 2, 3, 4), image_epochs=30.0, timing_rounds=5,
-                    timing_steps=5)
+        base = dict(
+            train_limit=None,
+            epochs=3.0,
+            seeds=(0, 1, 2, 3, 4),
+            image_epochs=30.0,
+            timing_rounds=5,
+            timing_steps=5,
+        )
         return cls(**(base | overrides))
 
 
@@ -115,7 +137,7 @@ def _first_grad(task: Task, seed: int) -> torch.Tensor:
     task.model.train()
     torch.manual_seed(seed)
     order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed))
-    task.model(**task.train.batch(order[:task.batch_size], _device(task))).loss.backward()
+    task.model(**task.train.batch(order[: task.batch_size], _device(task))).loss.backward()
     grad = flat_grad(task.model)
     task.model.zero_grad(set_to_none=True)
     return grad
@@ -126,7 +148,11 @@ def _device(task: Task) -> str:
 
 
 def _one_run(
-    task: Task, variation: Variation, seed: int, baseline_grad: dict[int, torch.Tensor], bar: tqdm,
+    task: Task,
+    variation: Variation,
+    seed: int,
+    baseline_grad: dict[int, torch.Tensor],
+    bar: tqdm,
 ) -> dict[str, Any]:
     """Train `task` from seed's start with `variation`; evaluate; measure one step's memory."""
     model, device = task.model, _device(task)
@@ -138,14 +164,18 @@ def _one_run(
     with applied(model, variation) as patched:
         torch.manual_seed(seed)  # the dropout stream; evaluation (eval mode) draws nothing from it
         for step in range(task.steps):
-            index = order[torch.arange(step * task.batch_size, (step + 1) * task.batch_size) % len(task.train)]
+            index = order[
+                torch.arange(step * task.batch_size, (step + 1) * task.batch_size) % len(task.train)
+            ]
             batch = task.train.batch(index, device)
             hook = (lambda: box.setdefault("grad", flat_grad(model))) if step == 0 else None
             loss, seconds = timed_step(model, optimizer, batch, device, on_grad=hook)
             losses.append(loss)
             times.append(seconds)
             if (step + 1) % task.eval_every == 0 or step + 1 == task.steps:
-                val_curve.append([step + 1, evaluate(model, task.val, task.config["eval_batch"], device)["accuracy"]])
+                val_curve.append(
+                    [step + 1, evaluate(model, task.val, task.config["eval_batch"], device)["accuracy"]]
+                )
             bar.update(1)
         test = evaluate(model, task.test, task.config["eval_batch"], device)
         memory = step_memory(model, optimizer, batch, device)
@@ -157,7 +187,7 @@ def _one_run(
     elif seed not in baseline_grad:
         baseline_grad[seed] = _first_grad(task, seed)
     reference = baseline_grad[seed]
-    timed = times[task.config["warmup"]:] or times
+    timed = times[task.config["warmup"] :] or times
     return {
         "variation": variation.name,
         "seed": seed,
@@ -177,7 +207,11 @@ def _one_run(
 
 
 def _interleaved_times(
-    task: Task, variations: list[Variation], rounds: int, steps: int, bar: tqdm,
+    task: Task,
+    variations: list[Variation],
+    rounds: int,
+    steps: int,
+    bar: tqdm,
 ) -> dict[str, list[float]]:
     """Step seconds per variation, measured round-robin on one model and one batch."""
     model, device = task.model, _device(task)
@@ -210,7 +244,9 @@ def _mask_elements(task: Task) -> int:
     return census.packed_bytes + census.bytes_by_dtype.get(torch.uint8, 0)
 
 
-def _run_task(s: Exp1Settings, task: Task, variations: list[Variation], store: RunStore, bar: tqdm) -> dict[str, Any]:
+def _run_task(
+    s: Exp1Settings, task: Task, variations: list[Variation], store: RunStore, bar: tqdm
+) -> dict[str, Any]:
     runs, baseline_grad = [], {}
     for i, seed in enumerate(s.seeds):
         others = variations[1:]
@@ -218,15 +254,26 @@ def _run_task(s: Exp1Settings, task: Task, variations: list[Variation], store: R
         for variation in [variations[0], *others[shift:], *others[:shift]]:
             bar.set_postfix_str(f"{task.name}: seed {seed} {variation.name}")
             before = len(store.computed)
-            runs.append(store.get(f"exp-1/{task.name}/{variation.name}-seed{seed}", task.config,
-                                  lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar)))
+            runs.append(
+                store.get(
+                    f"exp-1/{task.name}/{variation.name}-seed{seed}",
+                    task.config,
+                    lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar),
+                )
+            )
             if len(store.computed) == before:
                 bar.update(task.steps + 1)  # read from disk
-    timing_config = task.config | {"variations": [v.name for v in variations], "rounds": s.timing_rounds,
-                                   "timing_steps": s.timing_steps}
+    timing_config = task.config | {
+        "variations": [v.name for v in variations],
+        "rounds": s.timing_rounds,
+        "timing_steps": s.timing_steps,
+    }
     before = len(store.computed)
-    timing = store.get(f"exp-1/{task.name}/timing", timing_config,
-                       lambda: _interleaved_times(task, variations, s.timing_rounds, s.timing_steps, bar))
+    timing = store.get(
+        f"exp-1/{task.name}/timing",
+        timing_config,
+        lambda: _interleaved_times(task, variations, s.timing_rounds, s.timing_steps, bar),
+    )
     if len(store.computed) == before:
         bar.update(len(variations) * s.timing_rounds * s.timing_steps)
     bar.set_postfix_str(f"{task.name}: mask census")

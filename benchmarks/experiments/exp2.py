@@ -64,8 +64,16 @@ class Exp2Settings:
     max_seq: int = 4096
     variations: tuple[str, ...] = ("packed-1bit-lazy",)
     baseline_attn: str = "sdpa"
-    systems: tuple[str, ...] = ("native", "patch", "checkpointing", "checkpointing+patch", "compile", "compile+patch",
-                                "amp", "amp+patch")
+    systems: tuple[str, ...] = (
+        "native",
+        "patch",
+        "checkpointing",
+        "checkpointing+patch",
+        "compile",
+        "compile+patch",
+        "amp",
+        "amp+patch",
+    )
     system_batch: int = 16
     system_seq: int = 128
     system_rounds: int = 5
@@ -75,10 +83,25 @@ class Exp2Settings:
 
     @classmethod
     def quick(cls, **overrides: Any) -> Exp2Settings:
-        base = dict(seq_lens=(128, 256, 512), seq_batch=2, batch_sizes=(2, 4, 8), batch_seq=64, budget_mb=480.0,
-                    search_seq=64, search_batch=2, seq_step=32, max_batch=64, max_seq=512, baseline_attn="eager",
-                    systems=("native", "patch", "checkpointing+patch", "amp", "amp+patch"), system_batch=4,
-                    system_seq=64, system_rounds=3, system_budget_mb=480.0, system_max_batch=64)
+        base = dict(
+            seq_lens=(128, 256, 512),
+            seq_batch=2,
+            batch_sizes=(2, 4, 8),
+            batch_seq=64,
+            budget_mb=480.0,
+            search_seq=64,
+            search_batch=2,
+            seq_step=32,
+            max_batch=64,
+            max_seq=512,
+            baseline_attn="eager",
+            systems=("native", "patch", "checkpointing+patch", "amp", "amp+patch"),
+            system_batch=4,
+            system_seq=64,
+            system_rounds=3,
+            system_budget_mb=480.0,
+            system_max_batch=64,
+        )
         return cls(**(base | overrides))
 
     @classmethod
@@ -119,7 +142,9 @@ class _Bench:
     def _measure(self, batch: int, seq_len: int) -> dict[str, int] | None:
         self.bar.set_postfix_str(f"{self.variation} batch {batch} seq {seq_len}")
         try:
-            memory = step_memory(self.model, self.optimizer, self._batch(batch, seq_len), self.s.device).as_dict()
+            memory = step_memory(
+                self.model, self.optimizer, self._batch(batch, seq_len), self.s.device
+            ).as_dict()
         except torch.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -134,12 +159,21 @@ def _peak(memory: dict[str, int] | None) -> int | None:
 
 def _sweeps(bench: _Bench, variation: Variation) -> list[dict[str, Any]]:
     s, points = bench.s, []
-    for sweep, batch_seq in (("seq", [(s.seq_batch, n) for n in s.seq_lens]),
-                             ("batch", [(b, s.batch_seq) for b in s.batch_sizes])):
+    for sweep, batch_seq in (
+        ("seq", [(s.seq_batch, n) for n in s.seq_lens]),
+        ("batch", [(b, s.batch_seq) for b in s.batch_sizes]),
+    ):
         for batch, seq_len in batch_seq:
             memory = bench.measure(batch, seq_len)
-            points.append({"sweep": sweep, "variation": variation.name, "batch": batch, "seq_len": seq_len,
-                           "memory": memory})
+            points.append(
+                {
+                    "sweep": sweep,
+                    "variation": variation.name,
+                    "batch": batch,
+                    "seq_len": seq_len,
+                    "memory": memory,
+                }
+            )
     return points
 
 
@@ -152,27 +186,41 @@ def _searches(bench: _Bench, budget: int) -> dict[str, Any]:
     return {"batch": by_batch, "seq": by_seq}
 
 
-def _showcase(bench: _Bench, searches: dict[str, dict[str, Any]], packed: str, budget: int) -> list[dict[str, Any]]:
+def _showcase(
+    bench: _Bench, searches: dict[str, dict[str, Any]], packed: str, budget: int
+) -> list[dict[str, Any]]:
     """Configurations the packed variation fits and the baseline does not, both peaks measured."""
     s, cases = bench.s, []
     for kind, results in searches.items():
         base, pack = results["baseline"], results[packed]
         if pack.best is None or (base.best is not None and pack.best <= base.best):
             continue
-        batch, seq_len = (pack.best, s.search_seq) if kind == "batch" else (s.search_batch, pack.best * s.seq_step)
+        batch, seq_len = (
+            (pack.best, s.search_seq) if kind == "batch" else (s.search_batch, pack.best * s.seq_step)
+        )
         size = pack.best
         base_peak = base.peak_at(size)
         # Memory grows with the size: a smaller size over budget already shows the baseline does not fit.
         # Measuring it at `size` anyway can exhaust a CPU machine's RAM (the OOM killer ends the run).
-        over = min((p for p in base.probes if not p.fits and p.size <= size), key=lambda p: p.size, default=None)
+        over = min(
+            (p for p in base.probes if not p.fits and p.size <= size), key=lambda p: p.size, default=None
+        )
         if base_peak is None and over is None:
             bench.variation = BASELINE  # the model is unpatched here
             base_peak = _peak(bench.measure(batch, seq_len))
-        cases.append({"kind": kind, "batch": batch, "seq_len": seq_len, "variation": packed,
-                      "budget_bytes": budget, "baseline_peak_bytes": base_peak,
-                      "baseline_over_budget_at": None if over is None else over.size,
-                      "packed_peak_bytes": pack.peak_at(size),
-                      "baseline_fits": over is None and base_peak is not None and base_peak <= budget})
+        cases.append(
+            {
+                "kind": kind,
+                "batch": batch,
+                "seq_len": seq_len,
+                "variation": packed,
+                "budget_bytes": budget,
+                "baseline_peak_bytes": base_peak,
+                "baseline_over_budget_at": None if over is None else over.size,
+                "packed_peak_bytes": pack.peak_at(size),
+                "baseline_fits": over is None and base_peak is not None and base_peak <= budget,
+            }
+        )
     return cases
 
 
@@ -201,17 +249,36 @@ def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> dict[str, Any]
     from benchmarks.toolbox import interleaved
 
     config = {k: getattr(s, k) for k in ("systems", "system_batch", "system_seq", "system_rounds", "device")}
-    rows = store.get("exp-2/systems/interleaved", config, lambda: interleaved(
-        list(s.systems), s.system_batch, s.system_seq, s.system_rounds, device=s.device, progress=progress))
+    rows = store.get(
+        "exp-2/systems/interleaved",
+        config,
+        lambda: interleaved(
+            list(s.systems), s.system_batch, s.system_seq, s.system_rounds, device=s.device, progress=progress
+        ),
+    )
     budget = int(s.system_budget_mb * MIB)
     searches = {}
-    for name in tqdm([n for n in s.systems if "compile" not in n], desc="exp-2 systems budget", disable=not progress):
-        search_config = {"variant": name, "seq": s.system_seq, "budget_mb": s.system_budget_mb,
-                         "max_batch": s.system_max_batch, "device": s.device}
-        searches[name] = store.get(f"exp-2/systems/budget-{name}", search_config,
-                                   lambda n=name: _system_search(s, n, budget).as_dict())
-    return {"rows": rows, "budget_bytes": budget, "search": searches,
-            "not_searched": [n for n in s.systems if "compile" in n]}
+    for name in tqdm(
+        [n for n in s.systems if "compile" not in n], desc="exp-2 systems budget", disable=not progress
+    ):
+        search_config = {
+            "variant": name,
+            "seq": s.system_seq,
+            "budget_mb": s.system_budget_mb,
+            "max_batch": s.system_max_batch,
+            "device": s.device,
+        }
+        searches[name] = store.get(
+            f"exp-2/systems/budget-{name}",
+            search_config,
+            lambda n=name: _system_search(s, n, budget).as_dict(),
+        )
+    return {
+        "rows": rows,
+        "budget_bytes": budget,
+        "search": searches,
+        "not_searched": [n for n in s.systems if "compile" in n],
+    }
 
 
 def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None = None) -> dict[str, Any]:
@@ -226,11 +293,14 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None =
     config = {k: v for k, v in asdict(s).items() if k != "variations" and not k.startswith("system")}
     points, searches = [], {"batch": {}, "seq": {}}
     for variation in variations:
+
         def measure(v: Variation = variation) -> dict[str, Any]:
             with applied(bench.model, v):
                 bench.variation = v.name
-                return {"points": _sweeps(bench, v),
-                        "search": {kind: r.as_dict() for kind, r in _searches(bench, budget).items()}}
+                return {
+                    "points": _sweeps(bench, v),
+                    "search": {kind: r.as_dict() for kind, r in _searches(bench, budget).items()},
+                }
 
         part = store.get(f"exp-2/scaling/{variation.name}", config, measure)
         points += part["points"]
@@ -245,11 +315,21 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None =
         "experiment": "exp-2",
         "settings": asdict(s),
         "machine": machine_info(s.device),
-        "model_config": {k: getattr(bench.model.config, k) for k in (
-            "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")},
+        "model_config": {
+            k: getattr(bench.model.config, k)
+            for k in (
+                "num_hidden_layers",
+                "hidden_size",
+                "num_attention_heads",
+                "intermediate_size",
+                "vocab_size",
+            )
+        },
         "parameters": sum(p.numel() for p in bench.model.parameters()),
         "points": points,
-        "search": {kind: {name: r.as_dict() for name, r in by_name.items()} for kind, by_name in searches.items()},
+        "search": {
+            kind: {name: r.as_dict() for name, r in by_name.items()} for kind, by_name in searches.items()
+        },
         "showcase": showcase,
         "systems": _systems(s, store, progress) if s.systems else {},
     }

@@ -43,8 +43,12 @@ def _memory_vs(exp2: dict[str, Any], path: Path, sweep: str, x_key: str, x_label
     for i, name in enumerate(_variations(points)):
         own = sorted((p for p in points if p["variation"] == name), key=lambda p: p[x_key])
         xs = [p[x_key] for p in own]
-        ax_peak.plot(xs, [p["memory"]["peak_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name)
-        ax_saved.plot(xs, [p["memory"]["saved_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name)
+        ax_peak.plot(
+            xs, [p["memory"]["peak_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name
+        )
+        ax_saved.plot(
+            xs, [p["memory"]["saved_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name
+        )
     fixed = "batch" if sweep == "seq" else "seq"
     other = points[0]["batch"] if sweep == "seq" else points[0]["seq_len"]
     for ax, title in ((ax_peak, "peak memory per training step"), (ax_saved, "saved for backward")):
@@ -77,11 +81,18 @@ def loss_curves(exp1: dict[str, Any], path: Path) -> Path | None:
         ax_loss, ax_val = axes[0][col], axes[1][col]
         for i, name in enumerate(_variations(task["runs"])):
             for j, run in enumerate(r for r in task["runs"] if r["variation"] == name):
-                style = dict(ls=_STYLES[i % 6], color=colors[j % len(colors)], lw=2.5 if name == BASELINE else 1.2,
-                             alpha=0.8, label=f"{name} (seed {run['seed']})")
+                style = dict(
+                    ls=_STYLES[i % 6],
+                    color=colors[j % len(colors)],
+                    lw=2.5 if name == BASELINE else 1.2,
+                    alpha=0.8,
+                    label=f"{name} (seed {run['seed']})",
+                )
                 ax_loss.plot(range(1, len(run["losses"]) + 1), run["losses"], **style)
                 ax_val.plot(*zip(*run["val_curve"], strict=True), marker=".", **style)
-        ax_loss.set(xlabel="step", ylabel="training loss", title=f"{task_name}: loss (colour: seed, style: variation)")
+        ax_loss.set(
+            xlabel="step", ylabel="training loss", title=f"{task_name}: loss (colour: seed, style: variation)"
+        )
         ax_val.set(xlabel="step", ylabel="validation accuracy", title=f"{task_name}: validation accuracy")
         for ax in (ax_loss, ax_val):
             ax.grid(alpha=0.3)
@@ -96,8 +107,13 @@ def throughput(exp1: dict[str, Any], path: Path) -> Path | None:
     for ax, (task_name, task) in zip(axes[0], tasks.items(), strict=True):
         rows = exp1_rows(task)
         names = [r["variation"] for r in rows]
-        ax.bar(names, [r["throughput"]["mean"] for r in rows], yerr=[r["throughput"]["std"] for r in rows], capsize=4,
-               color=["grey" if n == BASELINE else "tab:blue" for n in names])
+        ax.bar(
+            names,
+            [r["throughput"]["mean"] for r in rows],
+            yerr=[r["throughput"]["std"] for r in rows],
+            capsize=4,
+            color=["grey" if n == BASELINE else "tab:blue" for n in names],
+        )
         ax.set(ylabel="samples / s", title=f"{task_name}: training throughput ({exp1['machine']['device']})")
         ax.tick_params(axis="x", rotation=30)
         ax.grid(axis="y", alpha=0.3)
@@ -117,8 +133,11 @@ def pareto(exp2: dict[str, Any], path: Path) -> Path | None:
         ax.annotate(row["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.plot(*zip(*(points[i] for i in front), strict=True), color="tab:red", ls="--", label="Pareto front")
     s = exp2["settings"]
-    ax.set(xlabel="peak memory per training step (MiB)", ylabel="median step time (s)",
-           title=f"memory vs time, batch {s['system_batch']} seq {s['system_seq']} ({exp2['machine']['device']})")
+    ax.set(
+        xlabel="peak memory per training step (MiB)",
+        ylabel="median step time (s)",
+        title=f"memory vs time, batch {s['system_batch']} seq {s['system_seq']} ({exp2['machine']['device']})",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -131,8 +150,10 @@ def max_size(exp2: dict[str, Any], path: Path) -> Path | None:
         return None
     s = exp2["settings"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, kind, title in ((axes[0], "batch", f"largest batch (seq {s['search_seq']})"),
-                            (axes[1], "seq", f"longest sequence (batch {s['search_batch']})")):
+    for ax, kind, title in (
+        (axes[0], "batch", f"largest batch (seq {s['search_seq']})"),
+        (axes[1], "seq", f"longest sequence (batch {s['search_batch']})"),
+    ):
         names = list(search[kind])
         scale = s["seq_step"] if kind == "seq" else 1
         best = [(search[kind][n]["best"] or 0) * scale for n in names]

@@ -30,8 +30,11 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def timed_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-    device: torch.device | str = "cpu", on_grad: Callable[[], None] | None = None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    device: torch.device | str = "cpu",
+    on_grad: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """One training step (`train_step`); returns (loss, wall seconds)."""
     synchronize(device)
@@ -63,13 +66,16 @@ class StepMemory:
 
 
 def step_memory(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
     device: torch.device | str = "cpu",
 ) -> StepMemory:
     """Peak memory and saved bytes of one full training step (it does update the model).
 
     Run one step before, so the optimizer state exists and the peak is the steady-state one.
     """
+
     def step() -> object:
         out, census = saved_bytes(lambda: model(**batch).loss)
         out.backward()

@@ -54,8 +54,10 @@ class RunStore:
             tqdm.write(f"{path}: unreadable, running it again")
             return None
         if stored.get("settings_hash") != settings_hash(config):
-            tqdm.write(f"{path}: made with other settings (hash {stored.get('settings_hash')} != "
-                       f"{settings_hash(config)}), running it again")
+            tqdm.write(
+                f"{path}: made with other settings (hash {stored.get('settings_hash')} != "
+                f"{settings_hash(config)}), running it again"
+            )
             return None
         return stored["result"]
 

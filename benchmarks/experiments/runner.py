@@ -41,33 +41,62 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(memory vs sequence length and batch, largest size under a budget). Writes report.md, PNG plots, "
         "results.json and CSV files to --out.",
     )
-    parser.add_argument("experiments", nargs="*", metavar="{exp-1,exp-2}", help="which to run (default: both)")
+    parser.add_argument(
+        "experiments", nargs="*", metavar="{exp-1,exp-2}", help="which to run (default: both)"
+    )
     profile = parser.add_mutually_exclusive_group()
-    profile.add_argument("--quick", action="store_true", help="minutes on 2 CPU cores: few steps, chance accuracy")
-    profile.add_argument("--standard", action="store_true",
-                         help="under an hour on 2 CPU cores: real accuracy, 3 seeds, system comparison")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/<profile>); runs already in <out>/runs are reused")
-    parser.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds for exp-1, e.g. 0,1,2")
+    profile.add_argument(
+        "--quick", action="store_true", help="minutes on 2 CPU cores: few steps, chance accuracy"
+    )
+    profile.add_argument(
+        "--standard",
+        action="store_true",
+        help="under an hour on 2 CPU cores: real accuracy, 3 seeds, system comparison",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default results/<profile>); runs already in <out>/runs are reused",
+    )
+    parser.add_argument(
+        "--seeds", type=_ints, default=None, help="comma-separated seeds for exp-1, e.g. 0,1,2"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--model", default=None, help="model name (default all-MiniLM-L6-v2, offline)")
-    parser.add_argument("--dataset", default=None,
-                        help="exp-1 data: rotten-tomatoes-vader (default, offline), glue/sst2, glue/mrpc")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="exp-1 training steps per run, replacing the epoch count (both tasks)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="exp-1 data: rotten-tomatoes-vader (default, offline), glue/sst2, glue/mrpc",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="exp-1 training steps per run, replacing the epoch count (both tasks)",
+    )
     parser.add_argument("--epochs", type=float, default=None, help="exp-1 text epochs")
     parser.add_argument("--train-limit", type=int, default=None, help="exp-1 training sentences")
     parser.add_argument("--tasks", default=None, help="exp-1 tasks, comma-separated: text,image")
-    parser.add_argument("--baseline-attn", default=None,
-                        help="the baseline's attention implementation (default sdpa; eager in --quick)")
+    parser.add_argument(
+        "--baseline-attn",
+        default=None,
+        help="the baseline's attention implementation (default sdpa; eager in --quick)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="exp-1 batch size")
     parser.add_argument("--seq-len", type=int, default=None, help="exp-1 sequence length")
-    parser.add_argument("--variations", default=None,
-                        help="comma-separated packed variations (the baseline always runs)")
+    parser.add_argument(
+        "--variations", default=None, help="comma-separated packed variations (the baseline always runs)"
+    )
     parser.add_argument("--budget-mb", type=float, default=None, help="exp-2 memory budget in MiB")
-    parser.add_argument("--seq-lens", type=_ints, default=None, help="exp-2 sequence lengths, e.g. 128,256,512")
-    parser.add_argument("--systems", default=None,
-                        help="exp-2 system variants (benchmarks.toolbox names), comma-separated; '' for none")
+    parser.add_argument(
+        "--seq-lens", type=_ints, default=None, help="exp-2 sequence lengths, e.g. 128,256,512"
+    )
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help="exp-2 system variants (benchmarks.toolbox names), comma-separated; '' for none",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
@@ -87,8 +116,11 @@ def _overrides(args: argparse.Namespace, fields: tuple[str, ...]) -> dict[str, A
 
 _COMMON = ("device", "model", "variations", "baseline_attn")
 _EXPERIMENTS = {
-    "exp-1": (Exp1Settings, run_exp1, (*_COMMON, "seeds", "dataset", "steps", "epochs", "train_limit", "tasks",
-                                       "batch_size", "seq_len")),
+    "exp-1": (
+        Exp1Settings,
+        run_exp1,
+        (*_COMMON, "seeds", "dataset", "steps", "epochs", "train_limit", "tasks", "batch_size", "seq_len"),
+    ),
     "exp-2": (Exp2Settings, run_exp2, (*_COMMON, "budget_mb", "seq_lens", "systems")),
 }
 

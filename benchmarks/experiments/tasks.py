@@ -30,8 +30,18 @@ __all__ = ["Task", "image_task", "text_task"]
 
 # The digits split (1,797 images): test and val sizes, the rest (1,297) trains.
 DIGITS_TEST, DIGITS_VAL = 300, 200
-VIT = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-           intermediate_size=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, num_labels=10)
+VIT = dict(
+    image_size=8,
+    patch_size=2,
+    num_channels=1,
+    hidden_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=128,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    num_labels=10,
+)
 
 
 @dataclass
@@ -65,8 +75,15 @@ def text_task(s: Exp1Settings) -> Task:
     model, tokenizer = load_model(s.model)
     model.set_attn_implementation(s.baseline_attn)
     model.to(s.device)
-    train, val, test = load_data(tokenizer, s.dataset, seq_len=s.seq_len, train_limit=s.train_limit,
-                                 val_limit=s.val_limit, test_limit=s.test_limit, held_out=s.held_out)
+    train, val, test = load_data(
+        tokenizer,
+        s.dataset,
+        seq_len=s.seq_len,
+        train_limit=s.train_limit,
+        val_limit=s.val_limit,
+        test_limit=s.test_limit,
+        held_out=s.held_out,
+    )
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def start(seed: int) -> None:
@@ -74,10 +91,36 @@ def text_task(s: Exp1Settings) -> Task:
         reset_head(model, seed)
 
     steps = _steps(s, s.epochs, s.batch_size, train)
-    config = {k: getattr(s, k) for k in ("model", "dataset", "seq_len", "train_limit", "val_limit", "test_limit",
-                                         "held_out", "epochs", "warmup", "eval_batch", "baseline_attn", "device")}
-    return Task("text", model, train, val, test, s.batch_size, steps, s.lr, max(1, steps // s.val_points), start,
-                config | {"batch_size": s.batch_size, "steps": steps, "lr": s.lr, "val_points": s.val_points})
+    config = {
+        k: getattr(s, k)
+        for k in (
+            "model",
+            "dataset",
+            "seq_len",
+            "train_limit",
+            "val_limit",
+            "test_limit",
+            "held_out",
+            "epochs",
+            "warmup",
+            "eval_batch",
+            "baseline_attn",
+            "device",
+        )
+    }
+    return Task(
+        "text",
+        model,
+        train,
+        val,
+        test,
+        s.batch_size,
+        steps,
+        s.lr,
+        max(1, steps // s.val_points),
+        start,
+        config | {"batch_size": s.batch_size, "steps": steps, "lr": s.lr, "val_points": s.val_points},
+    )
 
 
 def image_task(s: Exp1Settings) -> Task:
@@ -96,8 +139,30 @@ def image_task(s: Exp1Settings) -> Task:
         model.load_state_dict(ViTForImageClassification(config).state_dict())
 
     steps = _steps(s, s.image_epochs, s.image_batch, train)
-    run_config = {"vit": VIT, "digits_val": DIGITS_VAL, "digits_test": DIGITS_TEST, "epochs": s.image_epochs,
-                  "batch_size": s.image_batch, "steps": steps, "lr": s.image_lr, "val_points": s.val_points,
-                  "warmup": s.warmup, "eval_batch": s.eval_batch, "baseline_attn": s.baseline_attn, "device": s.device}
-    return Task("image", model, train, val, test, s.image_batch, steps, s.image_lr, max(1, steps // s.val_points),
-                start, run_config)
+    run_config = {
+        "vit": VIT,
+        "digits_val": DIGITS_VAL,
+        "digits_test": DIGITS_TEST,
+        "epochs": s.image_epochs,
+        "batch_size": s.image_batch,
+        "steps": steps,
+        "lr": s.image_lr,
+        "val_points": s.val_points,
+        "warmup": s.warmup,
+        "eval_batch": s.eval_batch,
+        "baseline_attn": s.baseline_attn,
+        "device": s.device,
+    }
+    return Task(
+        "image",
+        model,
+        train,
+        val,
+        test,
+        s.image_batch,
+        steps,
+        s.image_lr,
+        max(1, steps // s.val_points),
+        start,
+        run_config,
+    )

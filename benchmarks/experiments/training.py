@@ -40,7 +40,9 @@ class Examples:
     def __len__(self) -> int:
         return self.labels.numel()
 
-    def batch(self, index: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def batch(
+        self, index: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """The model's keyword arguments (labels included) for the examples at `index`."""
         index = torch.as_tensor(index, dtype=torch.long)
         out = {name: value[index].to(device) for name, value in self.inputs.items()}
@@ -61,7 +63,9 @@ def load_model(name: str = "all-MiniLM-L6-v2", num_labels: int = 2) -> tuple[nn.
         logging.set_verbosity(verbosity)
 
 
-def model_from_config(name: str = "all-MiniLM-L6-v2", *, max_positions: int = 512, num_labels: int = 2) -> nn.Module:
+def model_from_config(
+    name: str = "all-MiniLM-L6-v2", *, max_positions: int = 512, num_labels: int = 2
+) -> nn.Module:
     """A randomly initialised sequence classifier with `name`'s architecture (for memory sweeps),
     its position table extended to `max_positions`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -97,8 +101,15 @@ def _tokenize(tokenizer: object, examples: list, seq_len: int) -> Examples:
 
 
 def load_data(
-    tokenizer: object, dataset: str, *, seq_len: int, train_limit: int | None, val_limit: int | None,
-    test_limit: int | None = None, held_out: float = 0.1, seed: int = 0,
+    tokenizer: object,
+    dataset: str,
+    *,
+    seq_len: int,
+    train_limit: int | None,
+    val_limit: int | None,
+    test_limit: int | None = None,
+    held_out: float = 0.1,
+    seed: int = 0,
 ) -> tuple[Examples, Examples, Examples]:
     """(train, val, test) of a text-classification dataset (``sources.load_text_classification``
     names), tokenized to `seq_len`. The split is fixed by `seed`: a `held_out` fraction is set
@@ -113,7 +124,7 @@ def load_data(
 
     train, held = load_text_classification(dataset, seed=seed, val_fraction=held_out, limit=train_limit)
     val = held[:val_limit]
-    test = held[len(val):][:test_limit]
+    test = held[len(val) :][:test_limit]
     return tuple(_tokenize(tokenizer, part, seq_len) for part in (train, val, test))
 
 
@@ -124,7 +135,7 @@ def load_digits(val: int, test: int, seed: int = 0) -> tuple[Examples, Examples,
 
     images, labels = digits_images()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    parts = (order[test + val:], order[test:test + val], order[:test])
+    parts = (order[test + val :], order[test : test + val], order[:test])
     return tuple(Examples({"pixel_values": images[i]}, labels[i]) for i in parts)
 
 
@@ -139,7 +150,9 @@ def reset_head(model: nn.Module, seed: int) -> None:
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
     on_grad: Callable[[], None] | None = None,
 ) -> float:
     """Forward, backward, (``on_grad()``,) optimizer step, gradients dropped; returns the loss."""
@@ -154,14 +167,19 @@ def train_step(
 
 def flat_grad(model: nn.Module) -> torch.Tensor:
     """All parameter gradients concatenated (zeros where a parameter has none), on the CPU."""
-    return torch.cat([
-        (p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().cpu()
-        for p in model.parameters() if p.requires_grad
-    ])
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().cpu()
+            for p in model.parameters()
+            if p.requires_grad
+        ]
+    )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Examples, batch_size: int = 64, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: Examples, batch_size: int = 64, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """Accuracy and F1 on `data`, in eval mode: F1 of the positive class (label 1) for two
     classes, macro F1 (mean over classes) for more."""
     was_training = model.training
@@ -174,8 +192,10 @@ def evaluate(model: nn.Module, data: Examples, batch_size: int = 64, device: tor
     model.train(was_training)
     pred, gold = torch.cat(preds), data.labels
     classes = (1,) if int(gold.max()) <= 1 else range(int(gold.max()) + 1)
-    return {"accuracy": float((pred == gold).float().mean()),
-            "f1": sum(_f1(pred == c, gold == c) for c in classes) / len(classes)}
+    return {
+        "accuracy": float((pred == gold).float().mean()),
+        "f1": sum(_f1(pred == c, gold == c) for c in classes) / len(classes),
+    }
 
 
 def _f1(pred: torch.Tensor, gold: torch.Tensor) -> float:

@@ -50,7 +50,12 @@ VARIATIONS: dict[str, Variation] = {
         Variation("packed-4bit", 4, label="4 bits per element (ablation)"),
         Variation("seeded-0bit", 1, storage="seeded", label="generator state only, mask redrawn in backward"),
         # Not in the default set: other random numbers than nn.Dropout (like the study's rand_like).
-        Variation("packed-1bit-fast", 1, sampler="fast", label="1 bit, counter-based sampler (not nn.Dropout's draws)"),
+        Variation(
+            "packed-1bit-fast",
+            1,
+            sampler="fast",
+            label="1 bit, counter-based sampler (not nn.Dropout's draws)",
+        ),
     )
 }
 # What a 1-byte bool mask costs (CUDA's native_dropout saves one): the compression reference.
@@ -75,7 +80,11 @@ def applied(model: nn.Module, variation: Variation) -> Iterator[str]:
     from integrations.huggingface import patch_model, unpatch_model
 
     report = patch_model(
-        model, bits=variation.bits, unpack=variation.unpack, storage=variation.storage, sampler=variation.sampler
+        model,
+        bits=variation.bits,
+        unpack=variation.unpack,
+        storage=variation.storage,
+        sampler=variation.sampler,
     )
     try:
         yield str(report).splitlines()[0]

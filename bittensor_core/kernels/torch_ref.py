@@ -24,7 +24,9 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     cols, k = last_dim(mask.shape), per_byte(bits)
     nbytes = row_bytes(cols, bits)
     rows = mask.reshape(num_rows(mask.shape), cols).view(torch.uint8)
-    if torch.compiler.is_compiling() or nbytes * k != cols:  # compiling: no guard on the size (dynamic shapes)
+    if (
+        torch.compiler.is_compiling() or nbytes * k != cols
+    ):  # compiling: no guard on the size (dynamic shapes)
         rows = F.pad(rows, (0, nbytes * k - cols))
     if bits == 8:
         return rows.clone().view(packed_shape(mask.shape, bits))

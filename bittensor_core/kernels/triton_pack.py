@@ -75,8 +75,17 @@ def byte_tile(n_bytes, cols, row_nbytes, BLOCK: tl.constexpr, K: tl.constexpr, A
 
 
 @triton.jit
-def _pack_kernel(mask_ptr, out_ptr, n_bytes, cols, row_nbytes,
-                 BITS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+def _pack_kernel(
+    mask_ptr,
+    out_ptr,
+    n_bytes,
+    cols,
+    row_nbytes,
+    BITS: tl.constexpr,
+    K: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
     byte, byte_ok, elem, elem_ok = byte_tile(n_bytes, cols, row_nbytes, BLOCK, K, ALIGNED)
     bit = (tl.load(mask_ptr + elem, mask=elem_ok, other=0) != 0).to(tl.int32)
     shifts = (tl.arange(0, K) * BITS)[None, :]
@@ -84,8 +93,17 @@ def _pack_kernel(mask_ptr, out_ptr, n_bytes, cols, row_nbytes,
 
 
 @triton.jit
-def _unpack_kernel(packed_ptr, out_ptr, n_bytes, cols, row_nbytes,
-                   BITS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+def _unpack_kernel(
+    packed_ptr,
+    out_ptr,
+    n_bytes,
+    cols,
+    row_nbytes,
+    BITS: tl.constexpr,
+    K: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
     byte, byte_ok, elem, elem_ok = byte_tile(n_bytes, cols, row_nbytes, BLOCK, K, ALIGNED)
     value = tl.load(packed_ptr + byte, mask=byte_ok, other=0).to(tl.int32)
     shifts = (tl.arange(0, K) * BITS)[None, :]

@@ -31,10 +31,12 @@ _IN_PLACE = {
 def _same_layout(a: object, b: object) -> bool:
     """Both packed with equal shape, width and device: bytes line up one to one."""
     return (
-        isinstance(a, PackedBool) and isinstance(b, PackedBool) and a.shape == b.shape
-        and a.bits == b.bits and a.device == b.device
+        isinstance(a, PackedBool)
+        and isinstance(b, PackedBool)
+        and a.shape == b.shape
+        and a.bits == b.bits
+        and a.device == b.device
     )
-
 
 
 @PackedBool.implements(*_BYTE_OP)

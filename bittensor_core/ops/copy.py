@@ -10,7 +10,6 @@ from ..packed_bool import PackedBool
 aten = torch.ops.aten
 
 
-
 # Memory formats the storage can follow: others reorder the packed last dim.
 _FORMATS = (None, torch.preserve_format, torch.contiguous_format)
 
@@ -32,12 +31,17 @@ def alias(func, args, kwargs):
 def to_copy(func, args, kwargs):
     pb: PackedBool = args[0]
     memory_format = kwargs.get("memory_format")
-    if (kwargs.get("dtype") not in (None, torch.bool) or kwargs.get("layout") not in (None, torch.strided)
-            or memory_format not in _FORMATS):
+    if (
+        kwargs.get("dtype") not in (None, torch.bool)
+        or kwargs.get("layout") not in (None, torch.strided)
+        or memory_format not in _FORMATS
+    ):
         return NotImplemented
     device = kwargs.get("device") or pb.device
     packed = pb.packed.to(
-        device, non_blocking=kwargs.get("non_blocking", False), copy=True,
+        device,
+        non_blocking=kwargs.get("non_blocking", False),
+        copy=True,
         memory_format=memory_format or torch.preserve_format,
     )
     return pb._like(packed)

@@ -42,8 +42,12 @@ def _dim_arg(args: tuple, kwargs: dict, position: int, default: int = 0) -> int:
 
 
 @PackedBool.implements(
-    aten.select.int, aten.slice.Tensor, aten.narrow.default, aten.split.Tensor,
-    aten.split_with_sizes.default, aten.unbind.int,
+    aten.select.int,
+    aten.slice.Tensor,
+    aten.narrow.default,
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.unbind.int,
 )
 def along_dim(func, args, kwargs):
     """Ops whose dim is the argument after `self` (select/slice default it to 0)."""
@@ -128,9 +132,16 @@ def index(func, args, kwargs):
 
 def _stackable(tensors: Sequence[object]) -> bool:
     first = tensors[0] if tensors else None
-    return isinstance(first, PackedBool) and first.dim() > 0 and all(
-        isinstance(t, PackedBool) and t.bits == first.bits and t.dim() == first.dim()
-        and t.shape[-1] == first.shape[-1] for t in tensors
+    return (
+        isinstance(first, PackedBool)
+        and first.dim() > 0
+        and all(
+            isinstance(t, PackedBool)
+            and t.bits == first.bits
+            and t.dim() == first.dim()
+            and t.shape[-1] == first.shape[-1]
+            for t in tensors
+        )
     )
 
 

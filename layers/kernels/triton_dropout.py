@@ -65,16 +65,31 @@ def _keep_bits(seed, offset, byte, threshold):
     """The packed keep byte for each of `byte` (BLOCK,): bit b from counter 2*byte + b//4, draw b%4."""
     half = tl.arange(0, 2)[None, :]
     r0, r1, r2, r3 = tl.randint4x(seed, offset + byte[:, None] * 2 + half)
-    nibble = ((r0.to(tl.int64) >= threshold).to(tl.int32)
-              | ((r1.to(tl.int64) >= threshold).to(tl.int32) << 1)
-              | ((r2.to(tl.int64) >= threshold).to(tl.int32) << 2)
-              | ((r3.to(tl.int64) >= threshold).to(tl.int32) << 3))
+    nibble = (
+        (r0.to(tl.int64) >= threshold).to(tl.int32)
+        | ((r1.to(tl.int64) >= threshold).to(tl.int32) << 1)
+        | ((r2.to(tl.int64) >= threshold).to(tl.int32) << 2)
+        | ((r3.to(tl.int64) >= threshold).to(tl.int32) << 3)
+    )
     return tl.sum(nibble << (half * 4), axis=1)
 
 
 @triton.jit
-def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, n_bytes, cols, row_nbytes, seed, offset, threshold, scale,
-                        BLOCK: tl.constexpr, ALIGNED: tl.constexpr, WRITE_MASK: tl.constexpr):
+def _dropout_fwd_kernel(
+    x_ptr,
+    y_ptr,
+    mask_ptr,
+    n_bytes,
+    cols,
+    row_nbytes,
+    seed,
+    offset,
+    threshold,
+    scale,
+    BLOCK: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    WRITE_MASK: tl.constexpr,
+):
     byte, byte_ok, elem, elem_ok = byte_tile(n_bytes, cols, row_nbytes, BLOCK, 8, ALIGNED)
     shifts = tl.arange(0, 8)[None, :]
     keep = ((_keep_bits(seed, offset, byte, threshold)[:, None] >> shifts) & 1) * elem_ok.to(tl.int32)
@@ -85,8 +100,9 @@ def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, n_bytes, cols, row_nbytes, seed,
 
 
 @triton.jit
-def _dropout_bwd_kernel(grad_ptr, mask_ptr, out_ptr, n_bytes, cols, row_nbytes, scale,
-                        BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+def _dropout_bwd_kernel(
+    grad_ptr, mask_ptr, out_ptr, n_bytes, cols, row_nbytes, scale, BLOCK: tl.constexpr, ALIGNED: tl.constexpr
+):
     byte, byte_ok, elem, elem_ok = byte_tile(n_bytes, cols, row_nbytes, BLOCK, 8, ALIGNED)
     packed = tl.load(mask_ptr + byte, mask=byte_ok, other=0).to(tl.int32)
     keep = (packed[:, None] >> tl.arange(0, 8)[None, :]) & 1
@@ -112,13 +128,26 @@ def _masked_scale(
         n_bytes, cols, nbytes, aligned = launch_geometry(x.shape, 1)
         with on_device(x):
             _dropout_fwd_kernel[_grid(n_bytes)](
-                x, y, packed, n_bytes, cols, nbytes, seed, offset, threshold, scale,
-                BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned, WRITE_MASK=write_mask,
+                x,
+                y,
+                packed,
+                n_bytes,
+                cols,
+                nbytes,
+                seed,
+                offset,
+                threshold,
+                scale,
+                BLOCK=_BYTES_PER_PROGRAM,
+                ALIGNED=aligned,
+                WRITE_MASK=write_mask,
             )
     return y, packed
 
 
-def fused_dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_dropout_forward(
+    x: torch.Tensor, p: float, seed: int, offset: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dropout of `x` (any shape; float16 / bfloat16 / float32) in one pass.
 
     Returns (y, packed): y contiguous with x's shape and dtype, packed uint8 of
@@ -146,7 +175,9 @@ def fused_dropout_backward(grad: torch.Tensor, packed: torch.Tensor, p: float) -
             f"{packed_shape(grad.shape, 1)}; pass the mask of the same forward call."
         )
     if packed.device != grad.device:
-        raise PackedBoolValueError(f"packed is on {packed.device} but grad on {grad.device}; keep them together.")
+        raise PackedBoolValueError(
+            f"packed is on {packed.device} but grad on {grad.device}; keep them together."
+        )
     scale = dropout_scale(p)
     grad = grad.contiguous()
     out = torch.empty_like(grad)
@@ -154,8 +185,15 @@ def fused_dropout_backward(grad: torch.Tensor, packed: torch.Tensor, p: float) -
         n_bytes, cols, nbytes, aligned = launch_geometry(grad.shape, 1)
         with on_device(grad):
             _dropout_bwd_kernel[_grid(n_bytes)](
-                grad, packed.contiguous(), out, n_bytes, cols, nbytes, scale,
-                BLOCK=_BYTES_PER_PROGRAM, ALIGNED=aligned,
+                grad,
+                packed.contiguous(),
+                out,
+                n_bytes,
+                cols,
+                nbytes,
+                scale,
+                BLOCK=_BYTES_PER_PROGRAM,
+                ALIGNED=aligned,
             )
     return out
 

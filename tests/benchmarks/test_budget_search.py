@@ -76,11 +76,16 @@ def test_exp2_sweeps_and_searches(exp2_small: dict[str, Any]) -> None:
         for result in (base, packed):
             peaks = {p["size"]: p["peak_bytes"] for p in result["probes"]}
             assert peaks[result["best"]] <= budget < peaks[result["best"] + 1]
-    assert exp2_small["search"]["batch"]["packed-1bit-lazy"]["best"] > exp2_small["search"]["batch"]["baseline"]["best"]
+    assert (
+        exp2_small["search"]["batch"]["packed-1bit-lazy"]["best"]
+        > exp2_small["search"]["batch"]["baseline"]["best"]
+    )
     shows = [c for c in exp2_small["showcase"] if c["kind"] == "batch"]
     assert shows and not shows[0]["baseline_fits"]
     base_search = exp2_small["search"]["batch"]["baseline"]
-    over = shows[0]["baseline_over_budget_at"]  # a size at or below the showcase's where stock was over budget
+    over = shows[0][
+        "baseline_over_budget_at"
+    ]  # a size at or below the showcase's where stock was over budget
     assert over is not None and over <= shows[0]["batch"] and shows[0]["packed_peak_bytes"] <= budget
     assert budget < {p["size"]: p["peak_bytes"] for p in base_search["probes"]}[over]
     found = {c["criterion"]: c for c in criteria({"exp-2": exp2_small})}

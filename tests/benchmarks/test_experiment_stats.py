@@ -87,7 +87,9 @@ def test_cosine_of_real_gradients() -> None:
 def test_exp1_rows_from_the_real_run(text_task: dict[str, Any]) -> None:
     rows = {r["variation"]: r for r in exp1_rows(text_task)}
     assert list(rows)[0] == "baseline"
-    base, one, four, seeded = (rows[n] for n in ("baseline", "packed-1bit-lazy", "packed-4bit", "seeded-0bit"))
+    base, one, four, seeded = (
+        rows[n] for n in ("baseline", "packed-1bit-lazy", "packed-4bit", "seeded-0bit")
+    )
     elements = text_task["mask_elements_per_step"]
     # seq 16 and hidden 32: every mask row is a whole number of bytes, so the ratios are exact.
     assert one["mask_bytes"] == elements / 8 and one["compression_vs_bool"] == 8.0
@@ -101,7 +103,9 @@ def test_exp1_rows_from_the_real_run(text_task: dict[str, Any]) -> None:
     assert seeded["mask_bytes"] == 6 * torch.get_rng_state().numel()
     for row in (one, four, seeded):
         assert row["saved_bytes"] < base["saved_bytes"] and row["saved_saving"] > 0
-        assert row["peak_bytes"] <= base["peak_bytes"] + 64 * 1024  # + constant lookup tables, see test_budget_search
+        assert (
+            row["peak_bytes"] <= base["peak_bytes"] + 64 * 1024
+        )  # + constant lookup tables, see test_budget_search
         assert row["loss_curves_identical"] and row["grads_identical"]
         assert row["accuracy_sigmas"] == 0.0 and row["accuracy_delta"] == 0.0
         assert row["throughput"]["n"] == len(text_task["interleaved_step_s"][row["variation"]])
@@ -109,7 +113,9 @@ def test_exp1_rows_from_the_real_run(text_task: dict[str, Any]) -> None:
     assert base["mask_bytes"] is None and base["throughput_welch"] is None
 
 
-def test_criteria_and_hypotheses_follow_the_measurements(exp1_small: dict[str, Any], text_task: dict[str, Any]) -> None:
+def test_criteria_and_hypotheses_follow_the_measurements(
+    exp1_small: dict[str, Any], text_task: dict[str, Any]
+) -> None:
     found = {c["criterion"]: c for c in criteria({"exp-1": exp1_small})}
     assert found["mask compression vs a bool mask"]["status"] == "PASS"
     for task in ("text", "image"):
@@ -127,15 +133,19 @@ def test_criteria_and_hypotheses_follow_the_measurements(exp1_small: dict[str, A
 def test_verdict_rows_not_measured_here_name_the_tests_that_check_them(exp1_small: dict[str, Any]) -> None:
     found = {c["criterion"]: c for c in criteria({"exp-1": exp1_small})}
     assert {c["status"] for c in found.values()} <= {"PASS", "FAIL", "NOT RUN"}
-    for name, path in (("gradcheck of every mask function", "tests/layers/test_mask_type.py"),
-                       ("works unmodified with DDP", "tests/integrations/test_distributed.py"),
-                       ("works unmodified with torch.compile", "tests/integrations/test_compile.py")):
+    for name, path in (
+        ("gradcheck of every mask function", "tests/layers/test_mask_type.py"),
+        ("works unmodified with DDP", "tests/integrations/test_distributed.py"),
+        ("works unmodified with torch.compile", "tests/integrations/test_compile.py"),
+    ):
         assert found[name]["status"] == "NOT RUN" and f"python -m pytest {path}" in found[name]["command"]
         assert (REPO / path).is_file()
     assert found["mask compression vs a bool mask"]["command"] == "the run command above (exp-1)"
 
 
-def test_image_task_is_a_vit_trained_from_scratch_with_identical_packed_runs(exp1_small: dict[str, Any]) -> None:
+def test_image_task_is_a_vit_trained_from_scratch_with_identical_packed_runs(
+    exp1_small: dict[str, Any],
+) -> None:
     image = exp1_small["tasks"]["image"]
     assert image["model"] == "ViTForImageClassification"
     assert (image["train_size"], image["val_size"], image["test_size"]) == (1297, 200, 300)

@@ -22,9 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory, exp1_small: dict[str, Any], exp2_small: dict[str, Any],
-            systems_small: dict[str, Any]):
-    exp2 = exp2_small | {"systems": systems_small, "settings": exp2_small["settings"] | {"system_batch": 2, "system_seq": 16}}
+def written(
+    tmp_path_factory: pytest.TempPathFactory,
+    exp1_small: dict[str, Any],
+    exp2_small: dict[str, Any],
+    systems_small: dict[str, Any],
+):
+    exp2 = exp2_small | {
+        "systems": systems_small,
+        "settings": exp2_small["settings"] | {"system_batch": 2, "system_seq": 16},
+    }
     results = {"wall_s": {"exp-1": 1.0, "exp-2": 2.0}, "exp-1": exp1_small, "exp-2": exp2}
     out = tmp_path_factory.mktemp("report")
     return results, write_report(results, out, command="python -m benchmarks.experiments --test")
@@ -47,7 +54,9 @@ def test_files_are_written(written) -> None:
         assert len(list(csv.DictReader(fh))) == len(results["exp-2"]["points"])
     with (out / "exp2_search.csv").open() as fh:
         probes = list(csv.DictReader(fh))
-    assert len(probes) == sum(len(r["probes"]) for by in results["exp-2"]["search"].values() for r in by.values())
+    assert len(probes) == sum(
+        len(r["probes"]) for by in results["exp-2"]["search"].values() for r in by.values()
+    )
 
 
 def test_report_states_every_verdict_and_embeds_the_plots(written) -> None:
@@ -70,14 +79,31 @@ def test_report_states_every_verdict_and_embeds_the_plots(written) -> None:
 def test_command_line_runs_exp2_quick_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     budget = exp2_settings(tiny_model_dir).budget_mb
     out = tmp_path / "cli"
-    argv = ["exp-2", "--quick", "--model", str(tiny_model_dir), "--seq-lens", "64,128", "--budget-mb", f"{budget}",
-            "--systems", "", "--device", "cpu", "--out", str(out), "--no-progress"]
+    argv = [
+        "exp-2",
+        "--quick",
+        "--model",
+        str(tiny_model_dir),
+        "--seq-lens",
+        "64,128",
+        "--budget-mb",
+        f"{budget}",
+        "--systems",
+        "",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["command", "wall_s", "exp-2", "resumed"]
     assert results["exp-2"]["settings"]["seq_lens"] == [64, 128] and results["resumed"]["reused"] == 0
     assert sorted(p.name for p in (out / "runs" / "exp-2" / "scaling").iterdir()) == [
-        "baseline.json", "packed-1bit-lazy.json"]
+        "baseline.json",
+        "packed-1bit-lazy.json",
+    ]
     assert "report:" in capsys.readouterr().out
     assert (out / "report.md").read_text().startswith("# packedbool")
 
@@ -94,8 +120,14 @@ def test_arguments() -> None:
 
 
 def test_module_entry_point_from_repo_root() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.experiments", "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.experiments", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0 and "exp-1" in done.stdout and "--standard" in done.stdout
 
 
@@ -108,8 +140,9 @@ def test_system_comparison_rows_pareto_and_verdicts(written, systems_small: dict
     assert all(len(r["step_s"]) == 2 and r["loss"] > 0 for r in rows.values())
     assert set(systems_small["search"]) == set(rows) and systems_small["not_searched"] == []
     for search in systems_small["search"].values():
-        assert search["best"] is not None and all(p["fits"] == (p["peak_bytes"] <= search["budget_bytes"])
-                                                  for p in search["probes"])
+        assert search["best"] is not None and all(
+            p["fits"] == (p["peak_bytes"] <= search["budget_bytes"]) for p in search["probes"]
+        )
     assert "![pareto.png](pareto.png)" in text and "| native |" in text and "| amp+patch |" in text
     found = {c["criterion"]: c for c in criteria(results)}
     assert found["works unmodified with AMP (bf16 autocast)"]["status"] == "PASS"

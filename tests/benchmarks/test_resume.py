@@ -37,7 +37,9 @@ def test_store_reuses_same_settings_and_redoes_changed_ones(tmp_path: Path, caps
 
 def test_interrupted_exp1_resumes_without_recomputing(tiny_model_dir: Path, tmp_path: Path) -> None:
     """An "interrupted" run (seed 0 only) then the full one (seeds 0, 1): seed 0 is read from disk."""
-    settings = dict(tasks=("text",), steps=2, variations=("packed-1bit-lazy",), timing_rounds=1, timing_steps=1)
+    settings = dict(
+        tasks=("text",), steps=2, variations=("packed-1bit-lazy",), timing_rounds=1, timing_steps=1
+    )
     first_store = RunStore(tmp_path)
     first = run_exp1(exp1_settings(tiny_model_dir, seeds=(0,), **settings), progress=False, store=first_store)
     done = ["exp-1/text/baseline-seed0", "exp-1/text/packed-1bit-lazy-seed0", "exp-1/text/timing"]
@@ -61,4 +63,8 @@ def test_interrupted_exp1_resumes_without_recomputing(tiny_model_dir: Path, tmp_
     assert store.computed == ["exp-1/text/packed-1bit-lazy-seed1"]
     redone, before = again["tasks"]["text"]["runs"][3], runs[3]
     assert redone["grad_identical"] and redone["grad_cosine"] == before["grad_cosine"]
-    assert (redone["losses"], redone["test"], redone["memory"]) == (before["losses"], before["test"], before["memory"])
+    assert (redone["losses"], redone["test"], redone["memory"]) == (
+        before["losses"],
+        before["test"],
+        before["memory"],
+    )

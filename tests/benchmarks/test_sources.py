@@ -59,9 +59,7 @@ def test_load_pretrained_minilm_offline() -> None:
     assert model.config.hidden_size == 384
     assert model.config.num_hidden_layers == 6
     assert model.config.num_labels == 2
-    batch = tokenizer(
-        ["A gorgeous, witty film.", "Dull."], padding=True, return_tensors="pt"
-    )
+    batch = tokenizer(["A gorgeous, witty film.", "Dull."], padding=True, return_tensors="pt")
     assert batch["input_ids"][0, 0].item() == tokenizer.cls_token_id
     with torch.no_grad():
         logits = model(**batch).logits
@@ -91,9 +89,7 @@ def test_rotten_tomatoes_counts_and_balance(rt_cache: Path) -> None:
     assert examples[2] == ("Effective but too tepid biopic", 0)
 
 
-def test_second_call_reads_cache_without_pip(
-    rt_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_second_call_reads_cache_without_pip(rt_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (rt_cache / sources.CACHE_NAME).is_file()
     first = rotten_tomatoes_sentences(rt_cache)
     _forbid_fetch(monkeypatch)
@@ -101,9 +97,7 @@ def test_second_call_reads_cache_without_pip(
     assert sources._read_cache(rt_cache / sources.CACHE_NAME) == first
 
 
-def test_env_var_sets_default_cache(
-    rt_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_sets_default_cache(rt_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PACKEDBOOL_CACHE", str(rt_cache))
     _forbid_fetch(monkeypatch)
     assert len(rotten_tomatoes_sentences()) == 10_568
@@ -147,9 +141,7 @@ def test_damaged_cache_is_rebuilt_from_raw_file(
 
 def test_wrong_raw_file_gives_clear_error(tmp_path: Path) -> None:
     (tmp_path / sources.GROUND_TRUTH).write_text("1\t2.0\tnot the real file\n")
-    with pytest.raises(
-        SourceUnavailableError, match="sha256.*place movieReviewSnippets"
-    ):
+    with pytest.raises(SourceUnavailableError, match="sha256.*place movieReviewSnippets"):
         rotten_tomatoes_sentences(tmp_path)
 
 

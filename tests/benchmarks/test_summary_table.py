@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "packedbool: time and memory vs native"
 
-BENCH = '''
+BENCH = """
 import torch
 from bittensor_core import PackedBool
 
@@ -32,13 +32,15 @@ def test_packed(benchmark):
     benchmark.extra_info["variant"] = "packed-1bit"
     out = benchmark(lambda: PackedBool(MASK))
     benchmark.extra_info["mask_bytes"] = out.packed_nbytes
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench_project")
-    (root / "conftest.py").write_text("from benchmarks.conftest import pytest_benchmark_update_json, pytest_terminal_summary\n")
+    (root / "conftest.py").write_text(
+        "from benchmarks.conftest import pytest_benchmark_update_json, pytest_terminal_summary\n"
+    )
     (root / "test_mask_bench.py").write_text(BENCH)
     return root
 
@@ -46,16 +48,33 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _pytest(project: Path, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--benchmark-storage={project / 'store'}",
-         "--benchmark-max-time=0.05", "--benchmark-min-rounds=3", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-storage={project / 'store'}",
+            "--benchmark-max-time=0.05",
+            "--benchmark-min-rounds=3",
+            *args,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 def _row(text: str, variant: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith("copy a mask") and f" {variant} " in line)
+    line = next(
+        line for line in text.splitlines() if line.startswith("copy a mask") and f" {variant} " in line
+    )
     return line.split()
 
 

@@ -28,10 +28,14 @@ def test_plain_tensor_indexed_by_a_packed_mask() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "make", [lambda t: t[::2].contiguous(), lambda t: t[1:3].transpose(0, 1).contiguous(),
-             lambda t: t[::2].to(memory_format=torch.contiguous_format),  # torch: the view itself
-             lambda t: t[1:3].transpose(0, 1).to(memory_format=torch.contiguous_format),
-             lambda t: t[::2].clone()],
+    "make",
+    [
+        lambda t: t[::2].contiguous(),
+        lambda t: t[1:3].transpose(0, 1).contiguous(),
+        lambda t: t[::2].to(memory_format=torch.contiguous_format),  # torch: the view itself
+        lambda t: t[1:3].transpose(0, 1).to(memory_format=torch.contiguous_format),
+        lambda t: t[::2].clone(),
+    ],
 )
 def test_copies_and_views_of_views_alias_as_in_torch(make, mode: str) -> None:
     m = torch.zeros(4, 3, 8, dtype=torch.bool)
@@ -45,8 +49,14 @@ def test_copies_and_views_of_views_alias_as_in_torch(make, mode: str) -> None:
 def test_strides_tell_the_truth() -> None:
     pb = PackedBool(_mask(4, 3, 10))
     m = pb.unpack()
-    for fn in (lambda t: t, lambda t: t[::2], lambda t: t.transpose(0, 1), lambda t: t[:, 1:],
-               lambda t: t[1], lambda t: t[:, :1].expand(4, 5, 10)):
+    for fn in (
+        lambda t: t,
+        lambda t: t[::2],
+        lambda t: t.transpose(0, 1),
+        lambda t: t[:, 1:],
+        lambda t: t[1],
+        lambda t: t[:, :1].expand(4, 5, 10),
+    ):
         assert fn(pb).stride() == fn(m).stride()
         assert fn(pb).is_contiguous() == fn(m).is_contiguous()
     for t in (pb, m):  # torch's view errors carry over to views of views
@@ -86,7 +96,10 @@ def test_view_sees_later_writes_to_its_parent() -> None:
     col.unpack(), row.unpack()
     pb.logical_not_()
     assert col.all() and row.all()
-    assert torch.equal(PackedBool(torch.zeros(1, 10, dtype=torch.bool))[..., 0:3][0].unpack(), torch.zeros(3, dtype=torch.bool))
+    assert torch.equal(
+        PackedBool(torch.zeros(1, 10, dtype=torch.bool))[..., 0:3][0].unpack(),
+        torch.zeros(3, dtype=torch.bool),
+    )
     pb1d = PackedBool(torch.zeros(10, dtype=torch.bool))
     pb1d[0].fill_(True)
     assert pb1d.unpack().tolist() == [True] + [False] * 9
@@ -123,8 +136,15 @@ def test_out_lists_are_written_back(mode: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "op", [lambda t: t.squeeze_(), lambda t: t.unsqueeze_(0), lambda t: t.t_(),
-           lambda t: t.transpose_(0, 1), lambda t: t.resize_(2), lambda t: t.as_strided_((1,), (1,))],
+    "op",
+    [
+        lambda t: t.squeeze_(),
+        lambda t: t.unsqueeze_(0),
+        lambda t: t.t_(),
+        lambda t: t.transpose_(0, 1),
+        lambda t: t.resize_(2),
+        lambda t: t.as_strided_((1,), (1,)),
+    ],
 )
 def test_shape_changing_in_place_ops_are_refused(op) -> None:
     m = torch.ones(1, 2, dtype=torch.bool)
@@ -133,7 +153,10 @@ def test_shape_changing_in_place_ops_are_refused(op) -> None:
         op(pb)
     assert pb.shape == (1, 2) and torch.equal(pb.unpack(), m)
     for bits in WIDTHS:  # an out= torch would resize
-        with pytest.raises(PackedBoolError, match=r"aten\.logical_not\.out.*in place"), pytest.warns(UserWarning):
+        with (
+            pytest.raises(PackedBoolError, match=r"aten\.logical_not\.out.*in place"),
+            pytest.warns(UserWarning),
+        ):
             torch.logical_not(torch.ones(3, 3, dtype=torch.bool), out=PackedBool(m, bits=bits))
     same = PackedBool(torch.ones(2, 2, dtype=torch.bool))
     assert same.squeeze_() is same and same.resize_(2, 2) is same  # shape unchanged: fine
@@ -141,8 +164,11 @@ def test_shape_changing_in_place_ops_are_refused(op) -> None:
 
 def test_cached_mode_never_hands_out_its_cache() -> None:
     m = _mask(4, 6)
-    for op in (lambda t: t.unsafe_split(2)[0], lambda t: t.unsafe_chunk(2, 1)[0],
-               lambda t: torch.ops.aten._unsafe_view(t, [24])):
+    for op in (
+        lambda t: t.unsafe_split(2)[0],
+        lambda t: t.unsafe_chunk(2, 1)[0],
+        lambda t: torch.ops.aten._unsafe_view(t, [24]),
+    ):
         pb = PackedBool(m, unpack="cached")
         pb.unpack()
         part = op(pb)

@@ -26,7 +26,9 @@ def test_random_bytes_become_the_mask_bits_in_order(shape: tuple[int, ...]) -> N
     rows = packed_from_random_bytes(stream.clone(), shape)
     cols = shape[-1] if shape else 1
     bits = np.unpackbits(stream[:n].numpy(), bitorder="little").reshape(-1, -(-cols // 8) * 8)[:, :cols]
-    assert torch.equal(PackedBool.from_packed(rows, shape).unpack(), torch.from_numpy(bits.astype(bool)).view(shape))
+    assert torch.equal(
+        PackedBool.from_packed(rows, shape).unpack(), torch.from_numpy(bits.astype(bool)).view(shape)
+    )
     assert not stray_bits(rows, shape, 1)
 
 

@@ -87,8 +87,11 @@ def _assert_same(got: object, expected: object, *, values: bool = True) -> None:
 def _views_of(result: object, base: object) -> list[torch.Tensor]:
     bases = [b for b in tree_flatten(base)[0] if isinstance(b, torch.Tensor)]
     return [
-        r for r in tree_flatten(result)[0]
-        if isinstance(r, torch.Tensor) and r.dtype == torch.bool and r._is_view()
+        r
+        for r in tree_flatten(result)[0]
+        if isinstance(r, torch.Tensor)
+        and r.dtype == torch.bool
+        and r._is_view()
         and any(torch._C._is_alias_of(r, b) for b in bases)
     ]
 

@@ -18,8 +18,16 @@ from bittensor_core import PackedBool
 
 from .strategies import MODES, WIDTHS, masks, nonempty_shapes
 
-BINARY = [operator.and_, operator.or_, operator.xor, operator.eq, operator.ne,
-          torch.logical_and, torch.logical_or, torch.logical_xor]
+BINARY = [
+    operator.and_,
+    operator.or_,
+    operator.xor,
+    operator.eq,
+    operator.ne,
+    torch.logical_and,
+    torch.logical_or,
+    torch.logical_xor,
+]
 IN_PLACE = [operator.iand, operator.ior, operator.ixor]
 
 
@@ -35,16 +43,25 @@ def _packed_equal(result: object, expected: torch.Tensor) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.lists(st.integers(0, 13), max_size=3).map(tuple), seed=st.integers(0, 999),
-       bits=st.sampled_from(WIDTHS), op=st.sampled_from(BINARY))
+@given(
+    shape=st.lists(st.integers(0, 13), max_size=3).map(tuple),
+    seed=st.integers(0, 999),
+    bits=st.sampled_from(WIDTHS),
+    op=st.sampled_from(BINARY),
+)
 def test_binary_ops_stay_packed(shape: tuple[int, ...], seed: int, bits: int, op) -> None:
     m, n = _pair(shape, seed)
     _packed_equal(op(PackedBool(m, bits=bits), PackedBool(n, bits=bits)), op(m, n))
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=nonempty_shapes, seed=st.integers(0, 999), bits=st.sampled_from(WIDTHS),
-       op=st.sampled_from(IN_PLACE), mode=st.sampled_from(MODES))
+@given(
+    shape=nonempty_shapes,
+    seed=st.integers(0, 999),
+    bits=st.sampled_from(WIDTHS),
+    op=st.sampled_from(IN_PLACE),
+    mode=st.sampled_from(MODES),
+)
 def test_in_place_binary_ops(shape: tuple[int, ...], seed: int, bits: int, op, mode: str) -> None:
     m, n = _pair(shape, seed)
     a = PackedBool(m, bits=bits, unpack=mode)
@@ -107,8 +124,13 @@ def test_shape_ops_on_leading_dims(bits: int, mode: str) -> None:
 def test_ops_touching_the_last_dim_fall_back() -> None:
     """Views torch would alias become fallback views (writes reach the parent); others are plain."""
     m = torch.rand(4, 11) < 0.5
-    views = (lambda t: t[..., 3], lambda t: t[:, 2:5], lambda t: t.t(), lambda t: t.view(44),
-             lambda t: t.unsqueeze(-1))
+    views = (
+        lambda t: t[..., 3],
+        lambda t: t[:, 2:5],
+        lambda t: t.t(),
+        lambda t: t.view(44),
+        lambda t: t.unsqueeze(-1),
+    )
     for fn in views:
         pb, expected = PackedBool(m), m.clone()
         result = fn(pb)
@@ -191,8 +213,16 @@ def test_broadcasting_between_packed_falls_back_correctly() -> None:
 
 def test_every_registered_handler_is_exercised() -> None:
     names = {op.name() for op in PackedBool.handlers}
-    for expected in ("aten::bitwise_and.Tensor", "aten::select.int", "aten::cat", "aten::sum",
-                     "aten::_to_copy", "aten::copy_", "aten::index.Tensor", "aten::view"):
+    for expected in (
+        "aten::bitwise_and.Tensor",
+        "aten::select.int",
+        "aten::cat",
+        "aten::sum",
+        "aten::_to_copy",
+        "aten::copy_",
+        "aten::index.Tensor",
+        "aten::view",
+    ):
         assert any(n.startswith(expected) for n in names), expected
 
 
@@ -223,7 +253,9 @@ def test_on_fallback_is_silent_by_default() -> None:
     assert PackedBool.on_fallback is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.equal(PackedBool(torch.ones(2, 3, dtype=torch.bool)).t().unpack(), torch.ones(3, 2, dtype=torch.bool))
+        assert torch.equal(
+            PackedBool(torch.ones(2, 3, dtype=torch.bool)).t().unpack(), torch.ones(3, 2, dtype=torch.bool)
+        )
 
 
 def test_on_fallback_default_comes_from_the_environment() -> None:

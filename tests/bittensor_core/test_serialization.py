@@ -162,7 +162,7 @@ def test_fuzzed_files_never_load_a_wrong_mask() -> None:
     gen = torch.Generator().manual_seed(1)
     flips = torch.randint(0, len(data) * 8, (400,), generator=gen).tolist()
     cuts = torch.randint(0, len(data), (40,), generator=gen).tolist()
-    variants = [bytes(data[: c]) for c in cuts]
+    variants = [bytes(data[:c]) for c in cuts]
     for bit in flips:
         flipped = bytearray(data)
         flipped[bit // 8] ^= 1 << (bit % 8)
@@ -178,7 +178,6 @@ def test_fuzzed_files_never_load_a_wrong_mask() -> None:
         assert loaded.packed.untyped_storage().nbytes() <= len(variant)
         loaded_ok += 1
     assert loaded_ok < len(variants)  # the corruptions were seen
-
 
 
 def test_fuzzed_crafted_payloads_are_rejected_or_exact() -> None:

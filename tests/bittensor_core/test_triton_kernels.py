@@ -67,7 +67,9 @@ def test_pack_non_contiguous_mask() -> None:
 
 
 def test_popcount_counts_every_bit_of_any_bytes() -> None:
-    data = torch.randint(0, 256, (2 * 4096 + 5,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data = torch.randint(
+        0, 256, (2 * 4096 + 5,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     data = data.to(DEVICE)
     assert int(triton_pack.popcount(data)) == int(torch_ref.popcount(data))
 
@@ -127,8 +129,9 @@ print("compiled")
 def test_kernels_compile_for_sm90(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env |= {"TRITON_CACHE_DIR": str(tmp_path), "TRITON_DEFAULT_FP_FUSION": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 

@@ -105,7 +105,9 @@ def _one_graph_with_eager_results(module: nn.Module) -> None:
     assert compiled[2] <= eager[2]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
 def test_packed_layers_compile_to_one_graph_with_eager_results(options: dict) -> None:
     torch.manual_seed(0)
     _one_graph_with_eager_results(Block(**options).train())
@@ -141,7 +143,9 @@ def test_one_compiled_model_serves_many_shapes_without_recompiling() -> None:
     assert counter.frame_count == warm <= 3
 
 
-@torch._inductor.config.patch(fallback_random=True)  # aten's random ops: compiled dropout draws nn.Dropout's masks
+@torch._inductor.config.patch(
+    fallback_random=True
+)  # aten's random ops: compiled dropout draws nn.Dropout's masks
 def test_inductor_masks_equal_stock_and_saves_only_bytes() -> None:
 
     def mlp(drop: type[nn.Module]) -> nn.Module:
@@ -152,7 +156,9 @@ def test_inductor_masks_equal_stock_and_saves_only_bytes() -> None:
     stock, patched = mlp(nn.Dropout), mlp(PackedDropout)
     dropped: dict[str, list[torch.Tensor]] = {"stock": [], "patched": []}
     for name, model in (("stock", stock), ("patched", patched)):  # the dropout output is 0 where dropped
-        model[2].register_forward_hook(lambda mod, inp, out, name=name: dropped[name].append(out.detach() == 0))
+        model[2].register_forward_hook(
+            lambda mod, inp, out, name=name: dropped[name].append(out.detach() == 0)
+        )
     eager = _step(patched, x)
     results = {}
     for name, model in (("stock", stock), ("patched", patched)):
@@ -170,9 +176,14 @@ def test_inductor_masks_equal_stock_and_saves_only_bytes() -> None:
 
 
 def test_seeded_exact_under_compile_says_what_to_do() -> None:
-    model = torch.compile(nn.Sequential(nn.Linear(4, 4), PackedDropout(0.1, storage="seeded")), fullgraph=True,
-                          backend="aot_eager")
-    with pytest.raises(Exception, match="storage='seeded' with sampler='exact' cannot run under torch.compile"):
+    model = torch.compile(
+        nn.Sequential(nn.Linear(4, 4), PackedDropout(0.1, storage="seeded")),
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    with pytest.raises(
+        Exception, match="storage='seeded' with sampler='exact' cannot run under torch.compile"
+    ):
         model(torch.randn(2, 4))
 
 
@@ -204,9 +215,21 @@ def _bart() -> nn.Module:
     from transformers import BartConfig, BartForSequenceClassification
 
     config = BartConfig(
-        vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.1, attention_dropout=0.1,
-        activation_dropout=0.1, max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     return BartForSequenceClassification(config)
 
@@ -224,7 +247,9 @@ MOE = ["mixtral", "qwen2_moe"]
 
 def _model(name: str, **patch: object) -> nn.Module:
     model = HF[name].model()
-    model.loss_type = getattr(model, "loss_type", None) or "ForCausalLM"  # no warning_once (a graph break) in loss_function
+    model.loss_type = (
+        getattr(model, "loss_type", None) or "ForCausalLM"
+    )  # no warning_once (a graph break) in loss_function
     patch_model(model, **patch)
     return model
 
@@ -281,6 +306,7 @@ def test_hf_moe_patched_model_compiles_fullgraph(name: str) -> None:
 
 
 # ---- DDP -----------------------------------------------------------------------------------------
+
 
 def _ddp_worker(rank: int, init: str, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel

@@ -200,9 +200,18 @@ def _trainer_losses(patched: bool, output_dir: Path, **arguments) -> list[float]
     model = _packed_model("bert", "eager") if patched else _model("bert", "eager")
     rows = [{k: v[0] for k, v in arch.inputs(batch=1, seq=16, seed=i).items()} for i in range(12)]
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
-        **{checkpointing_name(): True}, **arguments,
+        output_dir=str(output_dir),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        **{checkpointing_name(): True},
+        **arguments,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()

@@ -93,7 +93,9 @@ def exit_worker() -> None:
 
 
 @pytest.mark.slow
-def test_ddp_and_fsdp2_gradients_equal_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ddp_and_fsdp2_gradients_equal_single_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "rank0.pt"
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only: no network needed
     mp.spawn(_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=WORLD, join=True)

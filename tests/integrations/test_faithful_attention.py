@@ -36,9 +36,20 @@ def _bart():
     from transformers import BartConfig, BartForConditionalGeneration
 
     config = BartConfig(
-        vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
-        dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, pad_token_id=1, bos_token_id=0,
+        vocab_size=128,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        pad_token_id=1,
+        bos_token_id=0,
         eos_token_id=2,
     )
     return BartForConditionalGeneration(config)
@@ -105,7 +116,9 @@ def _largest_kept(model: torch.nn.Module, inputs: dict) -> int:
     return max(_kept(model, inputs), default=0)
 
 
-@pytest.mark.parametrize("name, impl", [("bert", "sdpa"), ("gpt2", "eager"), ("bart", "sdpa"), ("bart", "eager")])
+@pytest.mark.parametrize(
+    "name, impl", [("bert", "sdpa"), ("gpt2", "eager"), ("bart", "sdpa"), ("bart", "eager")]
+)
 def test_no_score_sized_tensor_wider_than_a_bit_is_kept(name: str, impl: str) -> None:
     """Stock attention keeps float (B, H, S, S) tensors (probs, noise, dropped probs) until backward;
     patched, nothing kept is even a quarter of one (the dropout mask is 1 bit per score)."""
@@ -134,15 +147,24 @@ def test_compiled_patched_model_is_one_graph_and_bit_identical(impl: str) -> Non
     except torch._dynamo.exc.Unsupported:
         skip_if_stock_cannot_compile(copy.deepcopy(reference), inputs)
         raise
-    assert_identical(loss_and_grads(reference, inputs), (loss, {k.removeprefix("_orig_mod."): g for k, g in grads.items()}))
+    assert_identical(
+        loss_and_grads(reference, inputs), (loss, {k.removeprefix("_orig_mod."): g for k, g in grads.items()})
+    )
 
 
 def _mpnet():
     from transformers import MPNetConfig, MPNetForMaskedLM
 
     config = MPNetConfig(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=300, pad_token_id=1,
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=300,
+        pad_token_id=1,
     )
     return MPNetForMaskedLM(config)
 

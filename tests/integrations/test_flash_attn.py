@@ -30,11 +30,14 @@ def test_cpu_calls_never_delegate() -> None:
 def test_flash_attention_matches_sdpa_and_stores_no_mask() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(2, 4, 64, 32, device="cuda", dtype=torch.float16, generator=gen) for _ in range(3))
-    assert flash_attn.can_delegate(q, None) and not flash_attn.can_delegate(q, torch.ones(64, 64, dtype=torch.bool))
+    assert flash_attn.can_delegate(q, None) and not flash_attn.can_delegate(
+        q, torch.ones(64, 64, dtype=torch.bool)
+    )
     torch.testing.assert_close(
         flash_attn.flash_attention(q, k, v, is_causal=True),
         F.scaled_dot_product_attention(q, k, v, is_causal=True),
-        rtol=2e-3, atol=2e-3,
+        rtol=2e-3,
+        atol=2e-3,
     )
     q.requires_grad_(True)
     with SavedTensorCensus() as census:

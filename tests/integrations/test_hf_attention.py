@@ -47,7 +47,9 @@ def _padding(batch: int, kv: int) -> torch.Tensor:
 
 MASK_CASES = {
     "causal+padding": dict(q_length=12, kv_length=12, mask_function=causal_mask_function, pad=True),
-    "bidirectional+padding": dict(q_length=12, kv_length=12, mask_function=bidirectional_mask_function, pad=True),
+    "bidirectional+padding": dict(
+        q_length=12, kv_length=12, mask_function=bidirectional_mask_function, pad=True
+    ),
     "sliding-window": dict(q_length=12, kv_length=12, mask_function=sliding_window_causal_mask_function(4)),
     "decode-step": dict(q_length=1, kv_length=12, q_offset=11, mask_function=causal_mask_function, pad=True),
     "causal-no-padding": dict(q_length=12, kv_length=12, mask_function=causal_mask_function),
@@ -76,17 +78,24 @@ def test_mask_function_is_sdpa_mask_packed(case: str, bits: int) -> None:
 @pytest.mark.parametrize("bits", [1, 4])
 def test_eager_reference_mask_is_eager_mask_packed(bits: int) -> None:
     """Eager attention has no is_causal: its mask function never skips a causal mask (as eager_mask)."""
-    kwargs = dict(batch_size=2, q_length=12, kv_length=12, mask_function=causal_mask_function, attention_mask=None)
+    kwargs = dict(
+        batch_size=2, q_length=12, kv_length=12, mask_function=causal_mask_function, attention_mask=None
+    )
     expected = eager_mask(**kwargs) == 0
     got = packed_mask(**kwargs, allow_is_causal_skip=True, options=MaskStorage(bits=bits), reference="eager")
     assert torch.equal(got.unpack(), expected)
 
 
-def _inputs(groups: int, q_len: int, kv_len: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+def _inputs(
+    groups: int, q_len: int, kv_len: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
     heads, d = 4, 8
     q = torch.randn(2, heads, q_len, d, generator=gen, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(2, heads // groups, kv_len, d, generator=gen, dtype=dtype, requires_grad=True) for _ in range(2))
+    k, v = (
+        torch.randn(2, heads // groups, kv_len, d, generator=gen, dtype=dtype, requires_grad=True)
+        for _ in range(2)
+    )
     return q, k, v
 
 
@@ -112,7 +121,9 @@ CALLS = [(1, 8, 8, "none"), (2, 8, 8, "mask"), (4, 1, 9, "none"), (2, 8, 12, "no
 
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 @pytest.mark.parametrize("groups, q_len, kv_len, mask", CALLS)
-def test_sdpa_reference_bit_identical(groups: int, q_len: int, kv_len: int, mask: str, dropout: float) -> None:
+def test_sdpa_reference_bit_identical(
+    groups: int, q_len: int, kv_len: int, mask: str, dropout: float
+) -> None:
     """transformers' own SDPA function (GQA, causal, cache, masks) with the same seed: same bits."""
     q, k, v = _inputs(groups, q_len, kv_len)
     keep = _keep(q_len, kv_len) if mask == "mask" else None
@@ -125,16 +136,22 @@ def test_sdpa_reference_bit_identical(groups: int, q_len: int, kv_len: int, mask
 
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 @pytest.mark.parametrize("groups, q_len, kv_len, mask", CALLS)
-def test_eager_reference_bit_identical(groups: int, q_len: int, kv_len: int, mask: str, dropout: float) -> None:
+def test_eager_reference_bit_identical(
+    groups: int, q_len: int, kv_len: int, mask: str, dropout: float
+) -> None:
     """The module's own eager_attention_forward (here llama's, imported into this file) with its
     float mask and F.dropout, against the packed run replaying it: same bits."""
     q, k, v = _inputs(groups, q_len, kv_len)
     keep = _keep(q_len, kv_len) if mask == "mask" else None
     module = _Attention(groups).train()
-    float_mask = None if keep is None else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    float_mask = (
+        None if keep is None else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    )
     expected = _run(eager_attention_forward, module, q, k, v, float_mask, dropout)
     packed = None if keep is None else PackedBool(keep)
-    _assert_same(expected, _run(packed_attention_forward, module, q, k, v, packed, dropout, reference="eager"))
+    _assert_same(
+        expected, _run(packed_attention_forward, module, q, k, v, packed, dropout, reference="eager")
+    )
 
 
 @pytest.mark.parametrize("reference", ["sdpa", "eager"])
@@ -196,17 +213,34 @@ def test_registry_names_and_registration() -> None:
 def _swin():
     from transformers import SwinConfig, SwinForImageClassification
 
-    config = SwinConfig(image_size=32, embed_dim=32, depths=[1, 1], num_heads=[2, 4], window_size=4,
-                        attention_probs_dropout_prob=0.1, hidden_dropout_prob=0.1, num_labels=3)
+    config = SwinConfig(
+        image_size=32,
+        embed_dim=32,
+        depths=[1, 1],
+        num_heads=[2, 4],
+        window_size=4,
+        attention_probs_dropout_prob=0.1,
+        hidden_dropout_prob=0.1,
+        num_labels=3,
+    )
     return SwinForImageClassification(config)
 
 
 def _beit():
     from transformers import BeitConfig, BeitForImageClassification
 
-    config = BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, use_relative_position_bias=True, attention_probs_dropout_prob=0.1,
-                        hidden_dropout_prob=0.1, num_labels=3)
+    config = BeitConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        use_relative_position_bias=True,
+        attention_probs_dropout_prob=0.1,
+        hidden_dropout_prob=0.1,
+        num_labels=3,
+    )
     return BeitForImageClassification(config)
 
 
@@ -239,7 +273,8 @@ def _transformers_before(version: str) -> bool:
 
 
 @pytest.mark.xfail(
-    _transformers_before("5.20"), strict=True,
+    _transformers_before("5.20"),
+    strict=True,
     reason="on transformers 5.14 T5 builds its position bias another way: the patched model still keeps 9 "
     "score-sized floats there (stock 18+); the fix covers the 5.2x path (issue 20 follow-up)",
 )

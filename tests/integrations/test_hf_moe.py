@@ -29,7 +29,10 @@ def _experts(kind: str = "mixtral") -> torch.nn.Module:
     }[kind]
     torch.manual_seed(0)
     config = getattr(transformers, config_cls)(
-        hidden_size=HIDDEN, intermediate_size=24, moe_intermediate_size=24, num_local_experts=EXPERTS,
+        hidden_size=HIDDEN,
+        intermediate_size=24,
+        moe_intermediate_size=24,
+        num_local_experts=EXPERTS,
         n_routed_experts=EXPERTS,
     )
     path, cls = module.rsplit(".", 1)

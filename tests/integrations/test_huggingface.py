@@ -38,7 +38,10 @@ def test_report_counts_what_was_packed(name: str) -> None:
     dropouts = _count_dropouts(model)
     result = patch_model(model)
     assert result.replaced == {
-        "dropout": dropouts, "functional_dropout": 0, "attention": ATTENTION, "router": ROUTERS.get(name, 0),
+        "dropout": dropouts,
+        "functional_dropout": 0,
+        "attention": ATTENTION,
+        "router": ROUTERS.get(name, 0),
         "activation": ACTIVATIONS.get(name, 2),
     }
     assert result.attn_implementation == "packedbool" == model.config._attn_implementation
@@ -224,7 +227,9 @@ def test_functional_dropout_is_packed_and_unhooked() -> None:
     with SavedTensorCensus() as census:
         loss_and_grads(model, inputs)
     assert census.bytes_by_dtype.get(torch.float32, 0) > 0
-    assert report(model).replaced["functional_dropout"] == stock_calls >= 2 * 3 + 2 * 4  # observed, per forward
+    assert (
+        report(model).replaced["functional_dropout"] == stock_calls >= 2 * 3 + 2 * 4
+    )  # observed, per forward
     with SavedTensorCensus() as unhooked:
         unpatch_model(model)
         assert not model._forward_pre_hooks and not model._forward_hooks
@@ -237,7 +242,9 @@ def _functional_dropout_calls(model: nn.Module, inputs: dict) -> int:
     from integrations.functional_dropout import DropoutRoute
 
     calls = []
-    with DropoutRoute(lambda x, p, training, inplace: calls.append(p) or torch.nn.functional.dropout(x, p, training)):
+    with DropoutRoute(
+        lambda x, p, training, inplace: calls.append(p) or torch.nn.functional.dropout(x, p, training)
+    ):
         model(**inputs)
     return len(calls)
 
@@ -247,7 +254,13 @@ def test_plain_module_and_skipped_kinds_are_reported() -> None:
     shared = nn.Dropout(0.2)
     model = nn.Sequential(nn.Linear(8, 8), shared, nn.Dropout2d(0.1), nn.Linear(8, 8), shared)
     result = patch_model(model)
-    assert result.replaced == {"dropout": 1, "functional_dropout": 0, "attention": 0, "router": 0, "activation": 0}
+    assert result.replaced == {
+        "dropout": 1,
+        "functional_dropout": 0,
+        "attention": 0,
+        "router": 0,
+        "activation": 0,
+    }
     assert model[1] is model[4] and isinstance(model[1], PackedDropout)  # shared stays shared
     skipped = dict(result.skipped)
     assert "Dropout2d" in skipped["2"]
@@ -272,7 +285,10 @@ def test_wrapped_models_are_patched_inside_but_user_wrappers_are_models() -> Non
 
     head = Head()
     result = patch_model(head)
-    assert isinstance(head.drop, PackedDropout) and result.replaced["dropout"] == _count_dropouts(arch.model()) + 1
+    assert (
+        isinstance(head.drop, PackedDropout)
+        and result.replaced["dropout"] == _count_dropouts(arch.model()) + 1
+    )
     unpatch_model(head)
     assert type(head.drop) is nn.Dropout
 
@@ -310,7 +326,11 @@ def test_models_sharing_a_config_are_patched_apart() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"bits": 3}, "bits=3"), ({"unpack": "eager"}, "unpack='eager'"), ({"storage": "disk"}, "storage='disk'")],
+    [
+        ({"bits": 3}, "bits=3"),
+        ({"unpack": "eager"}, "unpack='eager'"),
+        ({"storage": "disk"}, "storage='disk'"),
+    ],
 )
 def test_bad_options_raise_clear_errors(kwargs: dict, match: str) -> None:
     model = ARCHS["bert"].model()
@@ -361,10 +381,14 @@ def test_functional_dropout_in_a_custom_module_is_packed_bit_identically() -> No
     with SavedTensorCensus() as census:
         torch.manual_seed(3)
         got = model(x)
-    assert torch.equal(got, expected) and census.bytes_by_dtype.get(torch.float32, 0) == 4 * x.numel()  # x only
+    assert (
+        torch.equal(got, expected) and census.bytes_by_dtype.get(torch.float32, 0) == 4 * x.numel()
+    )  # x only
     assert report(model).replaced["functional_dropout"] == 2  # both calls, observed
     unpatch_model(model)
-    assert not model._forward_pre_hooks and patch_model(model, dropout=False).replaced["functional_dropout"] == 0
+    assert (
+        not model._forward_pre_hooks and patch_model(model, dropout=False).replaced["functional_dropout"] == 0
+    )
 
 
 # ---- include / exclude filters --------------------------------------------------------------------
@@ -426,7 +450,9 @@ def test_excluded_attention_runs_stock_where_the_declared_module_wraps_the_calle
     reference, model = T5.model(), T5.model()
     result = patch_model(model, exclude=["encoder.block.0"])
     if result.attn_implementation is None:
-        pytest.skip(f"T5 does not dispatch through AttentionInterface in transformers {transformers.__version__}")
+        pytest.skip(
+            f"T5 does not dispatch through AttentionInterface in transformers {transformers.__version__}"
+        )
     assert result.replaced["attention"] == 5
     assert_identical(loss_and_grads(reference, inputs), loss_and_grads(model, inputs))
     assert len(calls) == 5
@@ -437,7 +463,11 @@ def test_excluded_attention_runs_stock_where_the_declared_module_wraps_the_calle
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"include": "layer.(0"}, PackedBoolValueError, r"include='layer.\(0' is not a valid regular expression"),
+        (
+            {"include": "layer.(0"},
+            PackedBoolValueError,
+            r"include='layer.\(0' is not a valid regular expression",
+        ),
         ({"exclude": "encoder"}, PackedBoolValueError, "exclude='encoder' matches no module name .* prefix"),
         ({"exclude": ["query", "nope"]}, PackedBoolValueError, r"\['nope'\] names no module"),
         ({"include": []}, PackedBoolValueError, "the empty list"),

@@ -14,13 +14,19 @@ from integrations.module_filter import ModuleFilter
 def _model() -> nn.Module:
     """Names: encoder, encoder.layer, encoder.layer.{0,1}, encoder.layer.{0,1}.{attn,mlp}, ....attn.dropout, head."""
     block = lambda: nn.ModuleDict({"attn": nn.ModuleDict({"dropout": nn.Dropout()}), "mlp": nn.Linear(2, 2)})  # noqa: E731
-    return nn.ModuleDict({"encoder": nn.ModuleDict({"layer": nn.ModuleList([block(), block()])}), "head": nn.Linear(2, 2)})
+    return nn.ModuleDict(
+        {"encoder": nn.ModuleDict({"layer": nn.ModuleList([block(), block()])}), "head": nn.Linear(2, 2)}
+    )
 
 
 def test_a_regex_matches_whole_names_and_covers_what_is_inside() -> None:
     scope = ModuleFilter(_model(), include=r"encoder\.layer\.0")
     assert scope.packs("encoder.layer.0") and scope.packs("encoder.layer.0.attn.dropout")
-    assert not scope.packs("encoder.layer.1.attn.dropout") and not scope.packs("head") and not scope.packs("encoder")
+    assert (
+        not scope.packs("encoder.layer.1.attn.dropout")
+        and not scope.packs("head")
+        and not scope.packs("encoder")
+    )
     pattern = r"layer\.0"  # re.fullmatch, as PEFT: no partial match
     with pytest.raises(PackedBoolValueError, match=re.escape(f"include={pattern!r} matches no module name")):
         ModuleFilter(_model(), include=pattern)

@@ -145,8 +145,10 @@ def _xfail_if_dispatched_through_the_interface(name: str) -> None:
     attention modules (they are not in its ``_can_record_outputs``): a known defect, issue 20."""
     import transformers
 
-    pytest.xfail(f"{name} dispatches through AttentionInterface on transformers {transformers.__version__}: "
-                 "report() does not count its attention modules yet")
+    pytest.xfail(
+        f"{name} dispatches through AttentionInterface on transformers {transformers.__version__}: "
+        "report() does not count its attention modules yet"
+    )
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -25,8 +25,16 @@ def _trainer_losses(patched: bool, output_dir: Path) -> list[float]:
         patch_model(model)
     rows = [{k: v[0] for k, v in arch.inputs(batch=1, seq=16, seed=i).items()} for i in range(4 * STEPS)]
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=STEPS, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()

@@ -41,7 +41,11 @@ def _text(labels: str) -> Callable[[int, int, torch.Generator], dict[str, torch.
         ids = torch.randint(3, VOCAB, (batch, seq), generator=gen)
         mask = torch.ones(batch, seq, dtype=torch.long)
         mask[0, seq - seq // 4 :] = 0
-        target = torch.randint(0, 2, (batch,), generator=gen) if labels == "class" else ids.masked_fill(mask == 0, -100)
+        target = (
+            torch.randint(0, 2, (batch,), generator=gen)
+            if labels == "class"
+            else ids.masked_fill(mask == 0, -100)
+        )
         return {"input_ids": ids, "attention_mask": mask, "labels": target}
 
     return make
@@ -71,7 +75,13 @@ def _distilbert():
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     config = DistilBertConfig(
-        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, dropout=0.1, attention_dropout=0.1,
+        vocab_size=VOCAB,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        dropout=0.1,
+        attention_dropout=0.1,
         max_position_embeddings=256,
     )
     return DistilBertForSequenceClassification(config)
@@ -81,7 +91,13 @@ def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0,
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     return GPT2LMHeadModel(config)
 
@@ -90,8 +106,13 @@ def _vit():
     from transformers import ViTConfig, ViTForImageClassification
 
     config = ViTConfig(
-        image_size=16, patch_size=4, num_channels=1, num_labels=3, hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1, **{k: v for k, v in _SMALL.items() if "dropout" not in k},
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+        num_labels=3,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        **{k: v for k, v in _SMALL.items() if "dropout" not in k},
     )
     return ViTForImageClassification(config)
 
@@ -100,9 +121,19 @@ def _mixtral():
     from transformers import MixtralConfig, MixtralForCausalLM
 
     config = MixtralConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, attention_dropout=0.1,
-        max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        attention_dropout=0.1,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
     )
     return MixtralForCausalLM(config)
 
@@ -111,10 +142,21 @@ def _qwen2_moe():
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
     config = Qwen2MoeConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
-        num_experts_per_tok=2, attention_dropout=0.1, max_position_embeddings=256, bos_token_id=0,
-        eos_token_id=0, pad_token_id=0,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        attention_dropout=0.1,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
     )
     return Qwen2MoeForCausalLM(config)
 
@@ -123,15 +165,27 @@ def _t5():
     from transformers import T5Config, T5ForConditionalGeneration
 
     config = T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.1,
-        decoder_start_token_id=0, pad_token_id=0,
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        dropout_rate=0.1,
+        decoder_start_token_id=0,
+        pad_token_id=0,
     )
     return T5ForConditionalGeneration(config)
 
 
 _SMALL = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=256,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    max_position_embeddings=256,
 )
 
 ARCHS = {
@@ -192,5 +246,7 @@ def skip_if_stock_cannot_compile(stock: torch.nn.Module, inputs: dict[str, torch
     try:
         loss_and_grads(torch.compile(stock, fullgraph=True, backend="aot_eager"), inputs)
     except torch._dynamo.exc.Unsupported as exc:
-        pytest.skip(f"stock {type(stock).__name__} does not compile with fullgraph=True on transformers "
-                    f"{transformers.__version__} either: {str(exc).splitlines()[0]}")
+        pytest.skip(
+            f"stock {type(stock).__name__} does not compile with fullgraph=True on transformers "
+            f"{transformers.__version__} either: {str(exc).splitlines()[0]}"
+        )

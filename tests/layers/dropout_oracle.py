@@ -55,7 +55,10 @@ def randint4x(seed: int, counter: torch.Tensor) -> torch.Tensor:
 
 
 def keep_mask(
-    shape: torch.Size | tuple[int, ...], p: float, seed: int, offset: int = 0,
+    shape: torch.Size | tuple[int, ...],
+    p: float,
+    seed: int,
+    offset: int = 0,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The bool keep-mask of logical `shape` that the fused forward draws for (p, seed, offset)."""

@@ -18,9 +18,14 @@ from .helpers import bits_equal, leaf
 B, H, SQ, SK, D = 2, 4, 9, 13, 8
 
 
-def qkv(dtype: torch.dtype = torch.float32, kv_heads: int = H, sq: int = SQ, sk: int = SK) -> tuple[torch.Tensor, ...]:
-    return leaf(B, H, sq, D, dtype=dtype), leaf(B, kv_heads, sk, D, dtype=dtype, seed=1), \
-        leaf(B, kv_heads, sk, D, dtype=dtype, seed=2)
+def qkv(
+    dtype: torch.dtype = torch.float32, kv_heads: int = H, sq: int = SQ, sk: int = SK
+) -> tuple[torch.Tensor, ...]:
+    return (
+        leaf(B, H, sq, D, dtype=dtype),
+        leaf(B, kv_heads, sk, D, dtype=dtype, seed=1),
+        leaf(B, kv_heads, sk, D, dtype=dtype, seed=2),
+    )
 
 
 def keep_mask() -> torch.Tensor:
@@ -46,7 +51,9 @@ CASES = {
     "no-mask": dict(dropout_p=0.3),
     "causal": dict(dropout_p=0.3, is_causal=True),
     "bool-mask": dict(dropout_p=0.3, attn_mask=keep_mask()),
-    "float-mask": dict(dropout_p=0.3, attn_mask=torch.randn(B, H, SQ, SK, generator=torch.Generator().manual_seed(4))),
+    "float-mask": dict(
+        dropout_p=0.3, attn_mask=torch.randn(B, H, SQ, SK, generator=torch.Generator().manual_seed(4))
+    ),
     "2d-mask": dict(dropout_p=0.3, attn_mask=keep_mask()[0, 0]),
     "scale": dict(dropout_p=0.3, scale=0.37),
     "negative-scale": dict(dropout_p=0.3, scale=-0.37),
@@ -66,8 +73,10 @@ def test_bit_identical_to_sdpa(case: str, dtype: torch.dtype) -> None:
         kwargs["attn_mask"] = mask.to(dtype)
     training = kwargs.pop("training", True)
     reference = dict(kwargs, dropout_p=kwargs["dropout_p"] if training else 0.0)
-    assert_same(step(F.scaled_dot_product_attention, q, k, v, **reference),
-                step(packed_attention, q, k, v, training=training, **kwargs))
+    assert_same(
+        step(F.scaled_dot_product_attention, q, k, v, **reference),
+        step(packed_attention, q, k, v, training=training, **kwargs),
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,16 +86,20 @@ def test_storage_options_change_nothing(options: dict) -> None:
     q, k, v = qkv()
     keep = keep_mask()
     mask = PackedBool(keep) if options.pop("packed_mask", False) else keep
-    assert_same(step(F.scaled_dot_product_attention, q, k, v, attn_mask=keep, dropout_p=0.2),
-                step(packed_attention, q, k, v, attn_mask=mask, dropout_p=0.2, **options))
+    assert_same(
+        step(F.scaled_dot_product_attention, q, k, v, attn_mask=keep, dropout_p=0.2),
+        step(packed_attention, q, k, v, attn_mask=mask, dropout_p=0.2, **options),
+    )
 
 
 def test_transposed_inputs_with_head_dim_equal_to_keys_match_sdpa() -> None:
     """Hugging Face's q is a transposed view; with Sk == D it has the probabilities' shape, and the
     mask must still be drawn in the probabilities' (contiguous) layout."""
     q, k, v = (leaf(B, SK, H, SK, seed=i).transpose(1, 2) for i in range(3))
-    assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2),
-                step(packed_attention, q, k, v, dropout_p=0.2))
+    assert_same(
+        step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2),
+        step(packed_attention, q, k, v, dropout_p=0.2),
+    )
 
 
 @pytest.mark.parametrize("storage", ["packed", "seeded"])
@@ -105,8 +118,10 @@ def test_fast_sampler_backward_replays_the_forward_mask(storage: str) -> None:
 
 def test_grouped_query_attention_matches_sdpa() -> None:
     q, k, v = qkv(kv_heads=2)
-    assert_same(step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2, enable_gqa=True),
-                step(packed_attention, q, k, v, dropout_p=0.2, enable_gqa=True))
+    assert_same(
+        step(F.scaled_dot_product_attention, q, k, v, dropout_p=0.2, enable_gqa=True),
+        step(packed_attention, q, k, v, dropout_p=0.2, enable_gqa=True),
+    )
 
 
 def _retained(fn) -> tuple[torch.Tensor, int]:
@@ -137,8 +152,10 @@ def test_keeps_no_score_sized_float(storage: str, mask_bits: int) -> None:
 def test_compiles_in_one_graph_with_equal_results() -> None:
     q, k, v = qkv()
     compiled = torch.compile(packed_attention, fullgraph=True, backend="aot_eager")
-    assert_same(step(compiled, q, k, v, dropout_p=0.2, is_causal=True),
-                step(packed_attention, q, k, v, dropout_p=0.2, is_causal=True))
+    assert_same(
+        step(compiled, q, k, v, dropout_p=0.2, is_causal=True),
+        step(packed_attention, q, k, v, dropout_p=0.2, is_causal=True),
+    )
 
 
 def test_head_dim_zero_matches_sdpa() -> None:
@@ -156,7 +173,9 @@ def test_calls_sdpa_itself_where_a_fused_kernel_runs(monkeypatch: pytest.MonkeyP
 
     calls = []
     monkeypatch.setattr(attention, "fused_kernel_runs", lambda *args: True)
-    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(
+        attention.F, "scaled_dot_product_attention", lambda *args, **kwargs: calls.append(args)
+    )
     q, k, v = qkv()
     keep = keep_mask()
     packed_attention(q, k, v, PackedBool(keep), dropout_p=0.2)

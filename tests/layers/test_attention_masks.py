@@ -23,7 +23,11 @@ def reference(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, caus
 @pytest.mark.parametrize(("q_len", "kv_len"), [(4, 4), (1, 9), (13, 13), (3, 17), (0, 5), (16, 16)])
 @pytest.mark.parametrize("padded", [False, True])
 def test_equals_bool_construction(q_len: int, kv_len: int, causal: bool, bits: int, padded: bool) -> None:
-    attention_mask = (torch.rand(3, kv_len, generator=torch.Generator().manual_seed(kv_len)) > 0.3).long() if padded else None
+    attention_mask = (
+        (torch.rand(3, kv_len, generator=torch.Generator().manual_seed(kv_len)) > 0.3).long()
+        if padded
+        else None
+    )
     got = padding_causal_mask(attention_mask, q_len, kv_len, causal=causal, bits=bits)
     ref = reference(attention_mask, q_len, kv_len, causal)
     assert isinstance(got, PackedBool) and got.bits == bits and got.shape == ref.shape

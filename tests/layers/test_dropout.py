@@ -178,7 +178,12 @@ def test_training_200_steps_equals_nn_dropout() -> None:
     def train(make_drop) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         torch.manual_seed(0)
         model = nn.Sequential(
-            nn.Linear(20, 64), make_drop(0.1), nn.GELU(), nn.Linear(64, 64), make_drop(0.3), nn.Tanh(),
+            nn.Linear(20, 64),
+            make_drop(0.1),
+            nn.GELU(),
+            nn.Linear(64, 64),
+            make_drop(0.3),
+            nn.Tanh(),
             nn.Linear(64, 3),
         )
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -194,8 +199,11 @@ def test_training_200_steps_equals_nn_dropout() -> None:
         return losses, [p.detach() for p in model.parameters()]
 
     ref_losses, ref_params = train(nn.Dropout)
-    for make in (PackedDropout, lambda p: PackedDropout(p, bits=4, unpack="cached"),
-                 lambda p: PackedDropout(p, storage="seeded")):
+    for make in (
+        PackedDropout,
+        lambda p: PackedDropout(p, bits=4, unpack="cached"),
+        lambda p: PackedDropout(p, storage="seeded"),
+    ):
         losses, params = train(make)
         assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses, strict=True))
         assert all(torch.equal(a, b) for a, b in zip(params, ref_params, strict=True))
@@ -213,7 +221,9 @@ def test_cuda_bit_identical_to_nn_dropout(dtype: torch.dtype) -> None:
         out = drop(xi)
         out.backward(grad)
         results.extend([out, xi.grad, torch.cuda.get_rng_state()])
-    assert all(bits_equal(a, b) for a, b in zip(got[:2], ref[:2], strict=True)) and torch.equal(got[2], ref[2])
+    assert all(bits_equal(a, b) for a, b in zip(got[:2], ref[:2], strict=True)) and torch.equal(
+        got[2], ref[2]
+    )
 
 
 @pytest.mark.parametrize("storage", ["packed", "seeded"])

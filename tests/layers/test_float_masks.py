@@ -34,7 +34,9 @@ def test_a_zero_min_mask_is_rebuilt_bit_for_bit(dtype: torch.dtype) -> None:
         lambda m: m.index_fill(-2, torch.tensor([0]), -0.0),  # -0.0 and +0.0 in one key's column
         lambda m: m + torch.arange(8.0)[:, None],  # a bias varying along the queries (relative positions)
         lambda m: m.requires_grad_(),  # a learned tensor
-        lambda m: m[:, :1, :1].clone().expand(-1, 3, 64, -1),  # a broadcast view: its storage is smaller than bits
+        lambda m: (
+            m[:, :1, :1].clone().expand(-1, 3, 64, -1)
+        ),  # a broadcast view: its storage is smaller than bits
         lambda m: m.long(),
         lambda m: torch.randn_like(m),  # a float of many values, no min: not a mask
     ],

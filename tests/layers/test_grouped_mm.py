@@ -15,7 +15,9 @@ def _inputs(dtype: torch.dtype, transposed: bool, bias: bool):
     gen = torch.Generator().manual_seed(0)
     experts, k, n = len(COUNTS), 16, 24
     x = torch.randn(sum(COUNTS), k, generator=gen, dtype=dtype, requires_grad=True)
-    w = torch.randn(experts, *((k, n) if transposed else (n, k)), generator=gen, dtype=dtype, requires_grad=True)
+    w = torch.randn(
+        experts, *((k, n) if transposed else (n, k)), generator=gen, dtype=dtype, requires_grad=True
+    )
     b = torch.randn(experts, n, generator=gen, dtype=dtype, requires_grad=True) if bias else None
     offs = torch.tensor(COUNTS).cumsum(0).to(torch.int32)
     return x, w, b, offs
@@ -54,6 +56,7 @@ def test_compiles_into_one_graph() -> None:
     x, w, b, offs = _inputs(torch.float32, transposed=False, bias=True)
     torch._dynamo.reset()
     compiled = torch.compile(lambda *t: grouped_linear(*t), fullgraph=True, backend="aot_eager")
-    for a, e in zip(_grads(compiled(x, w, offs, b), x, w, b), _grads(grouped_linear(x, w, offs, b), x, w, b),
-                    strict=True):
+    for a, e in zip(
+        _grads(compiled(x, w, offs, b), x, w, b), _grads(grouped_linear(x, w, offs, b), x, w, b), strict=True
+    ):
         assert torch.equal(a, e)

@@ -36,17 +36,34 @@ def seeded(fn, seed: int = 0):
     return call
 
 
-ROUTE = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)  # 4 tokens, 2 of 3 experts
+ROUTE = torch.tensor(
+    [[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 1, 1]], dtype=torch.bool
+)  # 4 tokens, 2 of 3 experts
 ROUTING = Membership(num_experts=3, top_k=2)
 
 GRADCHECK_CASES = {
     "dropout": (seeded(lambda x: packed_dropout(x, 0.4)), [(5, 7)]),
-    "dropout-seeded-fast": (seeded(lambda x: packed_dropout(x, 0.4, storage="seeded", sampler="fast")), [(5, 7)]),
-    "bernoulli-broadcast": (seeded(lambda x: apply_mask(BernoulliMask(0.5, lambda t: (t.shape[0], 1)), x)), [(6, 4)]),
-    "attention-probs-dropout": (seeded(lambda p, v: apply_mask(ProbsDropoutMatmul(0.3), p, v)), [(2, 3, 4), (2, 4, 5)]),
+    "dropout-seeded-fast": (
+        seeded(lambda x: packed_dropout(x, 0.4, storage="seeded", sampler="fast")),
+        [(5, 7)],
+    ),
+    "bernoulli-broadcast": (
+        seeded(lambda x: apply_mask(BernoulliMask(0.5, lambda t: (t.shape[0], 1)), x)),
+        [(6, 4)],
+    ),
+    "attention-probs-dropout": (
+        seeded(lambda p, v: apply_mask(ProbsDropoutMatmul(0.3), p, v)),
+        [(2, 3, 4), (2, 4, 5)],
+    ),
     "moe-dispatch": (lambda x: apply_mask(DispatchMask(ROUTING), x, mask=ROUTE), [(4, 3)]),
-    "moe-combine": (lambda out, w: apply_mask(CombineMask(ROUTING), out, w, mask=PackedBool(ROUTE)), [(8, 2), (4, 3)]),
-    "attention": (seeded(lambda q, k, v: packed_attention(q, k, v, dropout_p=0.3, is_causal=True)), [(1, 2, 3, 4)] * 3),
+    "moe-combine": (
+        lambda out, w: apply_mask(CombineMask(ROUTING), out, w, mask=PackedBool(ROUTE)),
+        [(8, 2), (4, 3)],
+    ),
+    "attention": (
+        seeded(lambda q, k, v: packed_attention(q, k, v, dropout_p=0.3, is_causal=True)),
+        [(1, 2, 3, 4)] * 3,
+    ),
 }
 
 

@@ -18,7 +18,9 @@ def dense_reference(moe: PackedMoE, x: torch.Tensor) -> torch.Tensor:
     """Every expert on every token, weighted by the (mostly zero) top-k weights: plain PyTorch."""
     tokens = x.reshape(-1, x.shape[-1])
     probs = torch.softmax(tokens @ moe.router.gate.weight.t(), -1)
-    chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(moe.router.top_k, -1).indices, True)
+    chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(
+        -1, probs.topk(moe.router.top_k, -1).indices, True
+    )
     weights = probs * chosen
     weights = weights / weights.sum(-1, keepdim=True)
     ex = moe.experts
@@ -40,7 +42,9 @@ def test_gradients_equal_dense_reference(experts: int, top_k: int, dtype: torch.
     out, ref = moe(x), dense_reference(moe, x)
     grad = torch.randn_like(out)
     torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
-    for a, b in zip(torch.autograd.grad(out, params, grad), torch.autograd.grad(ref, params, grad), strict=True):
+    for a, b in zip(
+        torch.autograd.grad(out, params, grad), torch.autograd.grad(ref, params, grad), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 

@@ -54,7 +54,12 @@ def test_nan_probability_raises_dropouts_error(make) -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: HeadGate(True), lambda: TopKRouter(8, 4, True), lambda: TopKRouter(8, True, 1), lambda: PackedMoE(8, 8, 4, True)],
+    [
+        lambda: HeadGate(True),
+        lambda: TopKRouter(8, 4, True),
+        lambda: TopKRouter(8, True, 1),
+        lambda: PackedMoE(8, 8, 4, True),
+    ],
 )
 def test_bool_counts_are_rejected(make) -> None:
     with pytest.raises(PackedBoolValueError, match=r"=True must be a positive int, got bool"):

@@ -32,8 +32,11 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 PHILOX_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -79,7 +82,9 @@ def test_fused_dropout_matches_reference(shape: tuple[int, ...], dtype: torch.dt
     assert torch.equal(packed, torch_ref.pack(keep, 1))  # the specified Philox stream, padding zero
     assert y.dtype == dtype and y.shape == x.shape
     assert torch.equal(y, oracle.forward(x, packed, p))
-    assert torch.equal(triton_dropout.fused_dropout_backward(grad, packed, p), oracle.backward(grad, packed, p))
+    assert torch.equal(
+        triton_dropout.fused_dropout_backward(grad, packed, p), oracle.backward(grad, packed, p)
+    )
     mask = PackedBool.from_packed(packed, shape)
     assert torch.equal(mask.unpack(), keep)
     if p == 0.0:
@@ -168,5 +173,3 @@ def test_fused_dropout_through_autograd() -> None:
     y.backward(grad)
     _, packed = triton_dropout.fused_dropout_forward(x.detach(), 0.25, seed=31)
     assert torch.equal(x.grad, oracle.backward(grad, packed, 0.25))
-
-
