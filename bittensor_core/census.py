@@ -91,6 +91,12 @@ class SavedTensorCensus(torch.autograd.graph.saved_tensors_hooks):
     def total_bytes(self) -> int:
         return sum(self.bytes_by_dtype.values())
 
+    @property
+    def mask_bytes(self) -> int:
+        """What the masks cost: packed masks, plus the uint8 a seeded mask keeps (its generator state).
+        The one rule for counting mask bytes: the benchmark suite and the study both read it."""
+        return self.packed_bytes + self.bytes_by_dtype.get(torch.uint8, 0)
+
     def report(self) -> dict[str, int]:
         """Bytes per dtype name, plus the total and the PackedBool share."""
         out = {str(d).removeprefix("torch."): n for d, n in self.bytes_by_dtype.items()}
