@@ -67,7 +67,7 @@ class _Recipe:
                 "one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: the input of the recomputed activation {self.fn} (version {self.version} when "
                 f"saved, now {self.source._version}). Unpatch the activation (patch_model(..., "
-                "recompute_activations=False)) or do not modify it in place."
+                "activations=False)) or do not modify it in place."
             )
         device, enabled, dtype = self.autocast
         with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
