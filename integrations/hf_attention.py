@@ -48,11 +48,19 @@ from torch.overrides import TorchFunctionMode
 
 from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
-from layers import MaskStorage, packed_attention
-from layers.attention import DropoutSpec, checkpoint_core, checkpoint_mask, checkpointed_mask
+from layers import MaskStorage, flash_attn
+from layers.attention import (
+    DropoutSpec,
+    attention_backend,
+    attention_dropout,
+    attention_with,
+    checkpoint_core,
+    checkpoint_mask,
+    checkpointed_mask,
+    plain_bool,
+)
 from layers.float_masks import BinaryFloatMask, pack_float_masks, restore_float_masks
 
-from . import flash_attn
 from .hf_registry import DEFAULT, register
 from .replayed_attention import AttentionDropoutRoute
 
@@ -112,16 +120,20 @@ def packed_attention_forward(
     causal = getattr(module, "is_causal", True) if causal is None else causal
     causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
     stock = getattr(module, STOCK, False)  # excluded by filter: the reference as it is
-    if flash and not stock and flash_attn.can_delegate(query, attention_mask):
+    train = module.training and dropout > 0.0 and not stock
+    p = dropout if train else 0.0
+    if (
+        attention_backend(query, key, value, attention_mask, p, causal, flash=flash and not stock)
+        == "flash_attn"
+    ):
         out = flash_attn.flash_attention(query, key, value, dropout, causal, scaling)
         return out.transpose(1, 2).contiguous(), None
-    train = module.training and dropout > 0.0 and not stock
     # T5's position_bias: the SDPA reference builds a (B, H, Sq, Sk) float mask from it per layer, which
     # stock frees after use: build it inside the checkpoint (below), not before SDPA's own.
     if reference == "sdpa" and not (train and isinstance(kwargs.get("position_bias"), torch.Tensor)):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        mask = attention_mask if train or attention_mask is None else _unpacked(attention_mask)
+        mask = attention_mask if train else plain_bool(attention_mask)
         with _SdpaRoute(options) if train else nullcontext():
             out, _ = sdpa_attention_forward(
                 module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
@@ -130,12 +142,10 @@ def packed_attention_forward(
     function = _reference_function(module, reference)
     dtype = _mask_dtype(module, query) if reference == "eager" else None
     if not train:
-        mask = None if attention_mask is None else _eager_mask(_unpacked(attention_mask), dtype)
+        mask = None if attention_mask is None else _eager_mask(plain_bool(attention_mask), dtype)
         out, _ = function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
         return out, None
-    shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    drop = DropoutSpec(dropout, shape, options.bits, options.sampler, seeded=options.storage == "seeded")
-    keep = drop.draw(query)
+    drop, keep = attention_dropout(dropout, query, key, options)
     # The checkpoint keeps a packed mask's bytes, and float masks over a per-key bias as bits (layers.float_masks).
     mask_spec, attention_mask = checkpoint_mask(attention_mask)
     _, kwargs = pack_float_masks((), kwargs)
@@ -219,10 +229,6 @@ def _mask_dtype(module: torch.nn.Module, query: torch.Tensor) -> torch.dtype:
     return query.dtype if param is None or not param.is_floating_point() else param.dtype
 
 
-def _unpacked(mask: torch.Tensor) -> torch.Tensor:
-    return mask.unpack() if isinstance(mask, PackedBool) else mask
-
-
 class _SdpaRoute(TorchFunctionMode):
     """Sends ``F.scaled_dot_product_attention`` calls to `layers.packed_attention` (same results)."""
 
@@ -234,10 +240,7 @@ class _SdpaRoute(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
-        o = self.options
-        return packed_attention(
-            *args, **kwargs, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler
-        )
+        return attention_with(self.options, *args, **kwargs)
 
 
 def packed_mask(
@@ -261,4 +264,4 @@ def packed_mask(
     mask = sdpa_mask(*args, **kwargs)
     if mask is None or torch.compiler.is_compiling():
         return mask
-    return PackedBool(mask, bits=options.bits, unpack=options.unpack)
+    return options.pack(mask)

@@ -34,6 +34,7 @@ from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
 from .checkpointing import checkpoint, inside_checkpoint
+from .flash_attn import can_delegate
 from .float_masks import BinaryFloatMask
 from .kept_draw import kept_draw
 from .noise import noise_scale
@@ -109,43 +110,110 @@ def packed_attention(
         >>> q = k = v = torch.randn(2, 4, 16, 8, requires_grad=True)
         >>> out = packed_attention(q, k, v, is_causal=True, dropout_p=0.1)   # (2, 4, 16, 8)
     """
-    p = check_p(dropout_p) if training else 0.0
     options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
+    return attention_with(
+        options,
+        query,
+        key,
+        value,
+        attn_mask,
+        dropout_p,
+        is_causal,
+        scale,
+        enable_gqa=enable_gqa,
+        training=training,
+    )
+
+
+def attention_with(
+    options: MaskStorage,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    *,
+    enable_gqa: bool = False,
+    training: bool = True,
+) -> torch.Tensor:
+    """`packed_attention` with the mask's options as one `MaskStorage` (what the transformers route calls).
+
+    Example:
+        >>> out = attention_with(MaskStorage(bits=2), q, k, v, dropout_p=0.1)
+    """
+    p = check_p(dropout_p) if training else 0.0
     _check_inputs(query, key, value, attn_mask, is_causal, enable_gqa)
     device = query.device.type
     if torch.is_autocast_enabled(device):  # what autocast does around SDPA (a lower-precision op)
         dtype = torch.get_autocast_dtype(device)
         cast = [t.to(dtype) if _autocast_eligible(t) else t for t in (query, key, value, attn_mask)]
         with torch.autocast(device, enabled=False):
-            return packed_attention(
-                *cast,
-                dropout_p,
-                is_causal,
-                scale,
-                enable_gqa=enable_gqa,
-                training=training,
-                bits=bits,
-                unpack=unpack,
-                storage=storage,
-                sampler=sampler,
+            return attention_with(
+                options, *cast, dropout_p, is_causal, scale, enable_gqa=enable_gqa, training=training
             )
-    if (
-        p == 0.0
-        or query.shape[-1] == 0
-        or fused_kernel_runs(query, key, value, attn_mask, p, is_causal, enable_gqa)
-    ):
-        mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
+    if attention_backend(query, key, value, attn_mask, p, is_causal, enable_gqa) == "sdpa":
         return F.scaled_dot_product_attention(
-            query, key, value, mask, p, is_causal, scale=scale, enable_gqa=enable_gqa
+            query, key, value, plain_bool(attn_mask), p, is_causal, scale=scale, enable_gqa=enable_gqa
         )
     mask_spec, attn_mask = checkpoint_mask(attn_mask)
-    shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
-    keep = drop.draw(query)
+    drop, keep = attention_dropout(p, query, key, options)
     core = partial(_core, drop, mask_spec, is_causal, scale, enable_gqa)
     # preserve_rng_state: with storage="seeded" the core draws the mask itself and the recompute
     # replays that draw from the saved generator state.
     return checkpoint_core(core, query, key, value, attn_mask, keep, preserve_rng_state=drop.seeded)
+
+
+def attention_backend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    is_causal: bool,
+    enable_gqa: bool = False,
+    *,
+    flash: bool = False,
+) -> str:
+    """Which kernel runs an attention call: the one decision of the sdpa and eager paths.
+
+    - ``"flash_attn"``: flash-attn's kernel (only if `flash` allows it and `flash_attn.can_delegate`);
+    - ``"sdpa"``: ``F.scaled_dot_product_attention`` itself, which keeps no (B, H, Sq, Sk) tensor: no
+      dropout, an empty head dim, or on CUDA a fused kernel (flash / memory-efficient / cuDNN) takes the
+      call by torch's own checks (those kernels keep O(Sq) statistics and regenerate their dropout mask);
+    - ``"packed"``: SDPA's math path, recomputed in backward, its dropout mask kept packed.
+    """
+    if flash and can_delegate(query, attn_mask):
+        return "flash_attn"
+    if dropout_p == 0.0 or query.shape[-1] == 0:
+        return "sdpa"
+    if query.device.type != "cuda":
+        return "packed"
+    params = torch.backends.cuda.SDPAParams(
+        query, key, value, plain_bool(attn_mask), dropout_p, is_causal, enable_gqa
+    )
+    checks = (
+        torch.backends.cuda.can_use_flash_attention,
+        torch.backends.cuda.can_use_efficient_attention,
+        torch.backends.cuda.can_use_cudnn_attention,
+    )
+    return "sdpa" if any(check(params, False) for check in checks) else "packed"
+
+
+def attention_dropout(
+    p: float, query: torch.Tensor, key: torch.Tensor, options: MaskStorage
+) -> tuple[DropoutSpec, torch.Tensor | None]:
+    """The dropout of the (B, H, Sq, Sk) probabilities of ``attention(query, key, ...)`` and its packed mask,
+    drawn now (`DropoutSpec.draw`): the one builder of the sdpa and eager paths."""
+    shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
+    return drop, drop.draw(query)
+
+
+def plain_bool(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """`mask` as a plain tensor: a PackedBool unpacked, anything else (bool, float, None) as is."""
+    return mask.unpack() if isinstance(mask, PackedBool) else mask
 
 
 def checkpoint_core(
@@ -269,29 +337,6 @@ def _core(
 ) -> torch.Tensor:
     attn_mask = checkpointed_mask(attn_mask, mask_spec)
     return sdpa_math(query, key, value, attn_mask, drop.dropout(keep), is_causal, scale, enable_gqa)
-
-
-def fused_kernel_runs(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    dropout_p: float,
-    is_causal: bool,
-    enable_gqa: bool = False,
-) -> bool:
-    """Whether SDPA would run a fused CUDA kernel (flash, memory-efficient or cuDNN) for this call,
-    by torch's own checks; those kernels keep O(Sq) statistics and regenerate their dropout mask."""
-    if query.device.type != "cuda":
-        return False
-    mask = attn_mask.unpack() if isinstance(attn_mask, PackedBool) else attn_mask
-    params = torch.backends.cuda.SDPAParams(query, key, value, mask, dropout_p, is_causal, enable_gqa)
-    checks = (
-        torch.backends.cuda.can_use_flash_attention,
-        torch.backends.cuda.can_use_efficient_attention,
-        torch.backends.cuda.can_use_cudnn_attention,
-    )
-    return any(check(params, False) for check in checks)
 
 
 def _autocast_eligible(t: torch.Tensor | None) -> bool:

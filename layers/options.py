@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 from bittensor_core.layout import check_bits, check_unpack_mode
 
@@ -82,6 +83,10 @@ class MaskStorage:
     def seeded(self) -> bool:
         """Is only the generator state kept (``storage="seeded"``), the mask drawn again in backward?"""
         return self.storage == "seeded"
+
+    def pack(self, mask: torch.Tensor) -> PackedBool:
+        """The bool `mask` as a PackedBool of this width and unpack mode (an attention mask, packed once)."""
+        return PackedBool(mask, bits=self.bits, unpack=self.unpack)
 
     def describe(self) -> str:
         """Short text for extra_repr, e.g. ``"bits=1, unpack='lazy'"`` (defaults of storage/sampler omitted)."""

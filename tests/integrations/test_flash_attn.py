@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from bittensor_core import SavedTensorCensus
 from bittensor_core.errors import PackedBoolValueError
-from integrations import flash_attn
 from integrations.huggingface import patch_model
+from layers import flash_attn
 
 from .tiny_models import ARCHS, loss_and_grads
 

@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
 from layers import packed_attention, padding_causal_mask
-from layers.attention import DropoutSpec, fused_kernel_runs
+from layers.attention import DropoutSpec, attention_backend
 from layers.attention_core import sdpa_math
 
 from .helpers import bits_equal, leaf
@@ -172,7 +172,7 @@ def test_calls_sdpa_itself_where_a_fused_kernel_runs(monkeypatch: pytest.MonkeyP
     import layers.attention as attention
 
     calls = []
-    monkeypatch.setattr(attention, "fused_kernel_runs", lambda *args: True)
+    monkeypatch.setattr(attention, "attention_backend", lambda *args, **kwargs: "sdpa")
     monkeypatch.setattr(
         attention.F, "scaled_dot_product_attention", lambda *args, **kwargs: calls.append(args)
     )
@@ -186,7 +186,7 @@ def test_calls_sdpa_itself_where_a_fused_kernel_runs(monkeypatch: pytest.MonkeyP
 def test_no_fused_kernel_route_on_cpu() -> None:
     """The CUDA route (fused SDPA kernels) is decided by torch's can_use_*_attention; never on CPU."""
     q, k, v = qkv(torch.float16)
-    assert not fused_kernel_runs(q, k, v, None, 0.1, False)
+    assert attention_backend(q, k, v, None, 0.1, False) == "packed"
 
 
 def test_bad_inputs_raise_clear_errors() -> None:

@@ -3,8 +3,8 @@
 FlashAttention draws its dropout mask from a Philox seed and offset inside the kernel and
 regenerates it in backward, so no mask is kept at all (the "seeded" idea, on the GPU). It runs
 only on CUDA, in float16 / bfloat16, with head dim <= 256 and no arbitrary mask (padding needs
-its varlen interface), so `can_delegate` says when a call qualifies and every other call stays
-on the packed path.
+its varlen interface): `can_delegate` is the kernel's own admission test, which
+`layers.attention.attention_backend` (the one attention-backend chooser) asks first.
 
 flash-attn is an optional extra (``pip install packedbool[flash]``). It cannot even be built
 without CUDA: its setup needs ``CUDA_HOME``. Without it, `flash_attn_available()` is False and
