@@ -49,16 +49,8 @@ from torch.overrides import TorchFunctionMode
 from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage, flash_attn
-from layers.attention import (
-    DropoutSpec,
-    attention_backend,
-    attention_dropout,
-    attention_with,
-    checkpoint_core,
-    checkpoint_mask,
-    checkpointed_mask,
-    plain_bool,
-)
+from layers.attention import DropoutSpec, attention_backend, attention_dropout, attention_with, plain_bool
+from layers.checkpointing import checkpoint_core, checkpoint_mask, checkpointed_mask, shared_attention_mask
 from layers.float_masks import BinaryFloatMask, pack_float_masks, restore_float_masks
 
 from .hf_registry import DEFAULT, register
@@ -149,24 +141,10 @@ def packed_attention_forward(
     # The checkpoint keeps a packed mask's bytes, and float masks over a per-key bias as bits (layers.float_masks).
     mask_spec, attention_mask = checkpoint_mask(attention_mask)
     _, kwargs = pack_float_masks((), kwargs)
-    route = _route(drop, keep)
-    # Eager: the route goes inside the checkpoint, whose recompute (in backward) needs it again.
-    # Compiling: dynamo refuses a mode entered inside a checkpoint, and needs none there: the route
-    # is applied while tracing, and AOTAutograd recomputes from the traced graph.
-    compiling = torch.compiler.is_compiling()
-    core = partial(
-        _reference_core,
-        function,
-        module,
-        dropout,
-        None if compiling else route,
-        mask_spec,
-        dtype,
-        scaling,
-        kwargs,
+    core = partial(_reference_core, function, module, dropout, mask_spec, dtype, scaling, kwargs)
+    out = checkpoint_core(
+        core, query, key, value, attention_mask, keep, preserve_rng_state=drop.seeded, mode=_route(drop, keep)
     )
-    with route if compiling else nullcontext():
-        out = checkpoint_core(core, query, key, value, attention_mask, keep, preserve_rng_state=drop.seeded)
     return out, None
 
 
@@ -194,7 +172,6 @@ def _reference_core(
     function: Callable,
     module: torch.nn.Module,
     p: float,
-    route: AttentionDropoutRoute | None,
     mask_spec: tuple | None,
     dtype: torch.dtype | None,
     scaling: float | None,
@@ -205,13 +182,13 @@ def _reference_core(
     mask: torch.Tensor | BinaryFloatMask | None,
     keep: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The reference `function` on the checkpoint's inputs; `dtype`: the eager float mask's (None: SDPA's bool)."""
+    """The reference `function` on the checkpoint's inputs (inside the dropout route); `dtype`: the eager
+    float mask's (None: SDPA's bool)."""
     mask = checkpointed_mask(mask, mask_spec)
     if mask is not None and dtype is not None:
         mask = _eager_mask(mask, dtype)
     _, kwargs = restore_float_masks((), kwargs)
-    with route or nullcontext():
-        out, _ = function(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
+    out, _ = function(module, query, key, value, mask, dropout=p, scaling=scaling, **kwargs)
     return out
 
 
@@ -254,14 +231,11 @@ def packed_mask(
 
     Returns:
         PackedBool of shape (B, 1, q_length, kv_length), True = attend; or None where the
-        reference gets no mask either. While torch.compile traces, the plain bool mask (dynamo
-        cannot trace a PackedBool built inside the graph; every layer shares that one tensor).
+        reference gets no mask either; while tracing, the plain bool mask
+        (`layers.checkpointing.shared_attention_mask`).
     """
     from transformers.masking_utils import sdpa_mask
 
     if reference == "eager":
         kwargs["allow_is_causal_skip"] = False
-    mask = sdpa_mask(*args, **kwargs)
-    if mask is None or torch.compiler.is_compiling():
-        return mask
-    return options.pack(mask)
+    return shared_attention_mask(sdpa_mask(*args, **kwargs), options.pack)

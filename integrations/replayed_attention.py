@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bittensor_core.tracing import tracing
 from layers import MaskStorage, PackedDropout
 from layers.attention_core import sdpa_math
 from layers.checkpointing import checkpoint, inside_checkpoint
@@ -80,7 +81,7 @@ def replayed_forward(
     if (
         not module.training
         or not torch.is_grad_enabled()
-        or torch.compiler.is_compiling()
+        or tracing()
         or inside_checkpoint()
         or _writes_cache(caches, args, kwargs)
     ):

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bittensor_core.tracing import tracing
+
 from .checkpointing import checkpoint, inside_checkpoint
 
 __all__ = ["RecomputedActivation", "recomputable", "recompute_scope"]
@@ -163,7 +165,7 @@ def recompute_scope() -> AbstractContextManager:
     tensor goes to them. A no-op while compiling (`RecomputedActivation` checkpoints itself there) and inside
     an activation checkpoint (it already drops the output).
     """
-    if torch.compiler.is_compiling() or inside_checkpoint():
+    if tracing() or inside_checkpoint():
         return nullcontext()
     return _Scope()
 
@@ -182,7 +184,7 @@ class RecomputedActivation(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+        if tracing():
             # A checkpointed node is one the partitioner must recompute: the compiled graph keeps x, not act(x).
             return checkpoint(self.act, x)
         out = self.act(x)

@@ -33,7 +33,7 @@ from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .attention_core import sdpa_math
 from .bernoulli_mask import BernoulliMask
-from .checkpointing import checkpoint, inside_checkpoint
+from .checkpointing import checkpoint_core, checkpoint_mask, checkpointed_mask
 from .flash_attn import can_delegate
 from .float_masks import BinaryFloatMask
 from .kept_draw import kept_draw
@@ -214,56 +214,6 @@ def attention_dropout(
 def plain_bool(mask: torch.Tensor | None) -> torch.Tensor | None:
     """`mask` as a plain tensor: a PackedBool unpacked, anything else (bool, float, None) as is."""
     return mask.unpack() if isinstance(mask, PackedBool) else mask
-
-
-def checkpoint_core(
-    core: Callable[..., torch.Tensor], *args: torch.Tensor, preserve_rng_state: bool
-) -> torch.Tensor:
-    """``core(*args)`` under a non-reentrant checkpoint: backward recomputes it from `args`.
-
-    Inside an enclosing activation checkpoint (gradient checkpointing of the layer) the core runs
-    directly: that checkpoint already drops what the core saves, and its recompute runs the core
-    again; a checkpoint of our own would run the core a third time. The same ops run either way,
-    so results are identical.
-    """
-    if inside_checkpoint():
-        return core(*args)
-    return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
-
-
-def checkpoint_mask(
-    attn_mask: torch.Tensor | None,
-) -> tuple[tuple | None, torch.Tensor | BinaryFloatMask | None]:
-    """(spec, mask) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
-    while compiling, a plain bool mask packed at 1 bit (the compiled step then keeps these bytes, as
-    eager keeps the PackedBool's); a {0, min} float mask as a `BinaryFloatMask` (stock SDPA keeps no
-    mask: the checkpoint must not keep 32 bits per score for it); anything else as is, with spec None.
-    `checkpointed_mask` undoes it inside the core."""
-    if isinstance(attn_mask, PackedBool):
-        return (attn_mask.shape, attn_mask.bits), attn_mask.packed
-    if attn_mask is not None and attn_mask.dtype == torch.bool and torch.compiler.is_compiling():
-        return (attn_mask.shape, 1), kernels.pack(attn_mask, 1)
-    return None, BinaryFloatMask.of(attn_mask) or attn_mask
-
-
-def checkpointed_mask(mask: torch.Tensor | BinaryFloatMask | None, spec: tuple | None) -> torch.Tensor | None:
-    """The mask `checkpoint_mask` gave as (`spec`, `mask`), as the caller passed it (bool or float)."""
-    if isinstance(mask, BinaryFloatMask):
-        return mask.restore()
-    return mask if spec is None else kernels.unpack(region_local(mask), *spec)
-
-
-def region_local(t: torch.Tensor) -> torch.Tensor:
-    """`t`, copied into a fresh buffer while compiling (as is in eager mode).
-
-    Every layer unpacks the same mask bytes with the same ops, so AOTAutograd's CSE merges those
-    ops across the layers' checkpoints; a node of one checkpoint used by a later one is then saved
-    (MUST_SAVE), i.e. the unpacked mask or its float bias instead of the bytes. ``aten.empty`` is
-    never merged, so a copy through it keeps each layer's unpack inside its own checkpoint.
-    """
-    if not torch.compiler.is_compiling():
-        return t
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
 
 
 @dataclass(frozen=True)

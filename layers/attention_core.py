@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from bittensor_core.decode import constant
+from bittensor_core.tracing import tracing
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -83,7 +84,7 @@ def _bias(
         attn_mask = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
     if attn_mask is None or attn_mask.dtype != torch.bool:
         return attn_mask
-    if torch.compiler.is_compiling():  # the same values, as constants CSE keeps per layer (see `constant`)
+    if tracing():  # the same values as constants kept per layer: see NOTE (CSE) in layers.checkpointing
         zero, neg_inf = (constant(v, query.dtype, attn_mask.device) for v in (0.0, -math.inf))
         return torch.where(attn_mask, zero, neg_inf)
     neg_inf = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=attn_mask.device)

@@ -1,4 +1,14 @@
-"""The one place packedbool calls ``torch.utils.checkpoint``, and asks whether it is inside one.
+"""The layers' compile seam: the one place packedbool calls ``torch.utils.checkpoint``, asks whether it
+is inside one, and keeps what the attention cores' checkpoints hold (their attention mask, packed once).
+Layers code that differs while torch.compile traces asks `bittensor_core.tracing.tracing()`.
+
+NOTE (CSE): under torch.compile, AOTAutograd CSEs the joint graph before partitioning and merges
+identical ops across layers: every layer unpacks the same mask bytes with the same ops and builds the
+same constants (0, -inf, the dropout scale). A node of one checkpointed region used by a later one is
+then saved for backward (MUST_SAVE): the unpacked mask or its float bias instead of the bytes, a 0-dim
+constant instead of nothing. ``aten.empty`` is never merged, so while tracing such values are built on
+it: `region_local` copies the mask bytes into a fresh buffer per region, and
+`bittensor_core.decode.constant` builds constants on it (see docs/compile.md).
 
 NOTE (respect_saved_tensors_hooks): torch 2.14 added ``checkpoint(..., respect_saved_tensors_hooks=)``.
 Left unset while a saved-tensor hook is active (``save_on_cpu``, ``pack_saved_bools``, a census), a
@@ -21,8 +31,14 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts  # noqa: F401 (re-exported)
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
+
+from bittensor_core import PackedBool, kernels
+from bittensor_core.tracing import tracing
+
+from .float_masks import BinaryFloatMask
 
 # {"respect_saved_tensors_hooks": False} where the installed torch has the argument (2.14+), else {}.
 EXPLICIT_HOOKS: dict[str, bool] = (
@@ -36,7 +52,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any, preserve_rng_state: bool = Tr
     """``fn(*args, **kwargs)`` under a non-reentrant activation checkpoint: nothing `fn` saves is kept,
     backward recomputes it (replaying the RNG state when `preserve_rng_state`) from `args` laid out as
     they were in forward (NOTE (layouts))."""
-    if not torch.compiler.is_compiling():  # traced code has no saved-tensor hooks to change layouts
+    if not tracing():  # traced code has no saved-tensor hooks to change layouts
         strides = [a.stride() if _strided(a) else None for a in args]
         fn = partial(_on_layouts, fn, strides)
     return _torch_checkpoint(
@@ -61,9 +77,77 @@ def _on_layouts(fn: Callable[..., Any], strides: list, *args: Any, **kwargs: Any
 def inside_checkpoint() -> bool:
     """In the forward of a non-reentrant checkpoint (its saved-tensor hooks are on top), or in any
     recompute (it runs during backward). Never while compiling: AOTAutograd decides what to save there."""
-    if torch.compiler.is_compiling():
+    if tracing():
         return False
     if torch._C._current_graph_task_id() != -1:
         return True
     hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
     return hooks is not None and "_checkpoint_hook" in getattr(hooks[0], "__qualname__", "")
+
+
+def checkpoint_core(
+    core: Callable[..., torch.Tensor],
+    *args: torch.Tensor,
+    preserve_rng_state: bool,
+    mode: TorchFunctionMode | None = None,
+) -> torch.Tensor:
+    """``core(*args)`` (inside `mode` when given) under a non-reentrant checkpoint: backward recomputes
+    it from `args`.
+
+    Inside an enclosing activation checkpoint (gradient checkpointing of the layer) the core runs
+    directly: that checkpoint already drops what the core saves, and its recompute runs the core
+    again; a checkpoint of our own would run the core a third time. The same ops run either way,
+    so results are identical. `mode` goes inside the checkpoint, whose recompute (in backward) needs
+    it again; while tracing around it: dynamo refuses a mode entered inside a checkpoint, and needs
+    none there (the mode acts while tracing, and AOTAutograd recomputes from the traced graph).
+    """
+    if mode is not None and tracing():
+        with mode:
+            return checkpoint_core(core, *args, preserve_rng_state=preserve_rng_state)
+    if mode is not None:
+        core = partial(_in_mode, mode, core)
+    if inside_checkpoint():
+        return core(*args)
+    return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
+
+
+def _in_mode(mode: TorchFunctionMode, core: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    with mode:
+        return core(*args)
+
+
+def shared_attention_mask(mask: torch.Tensor | None, pack: Callable[[torch.Tensor], PackedBool]) -> Any:
+    """The bool attention mask all layers share, as a model's mask function returns it: packed once by
+    `pack` in eager mode; while tracing the plain bool mask (dynamo cannot trace a PackedBool built
+    inside the graph), which `checkpoint_mask` packs for each core's checkpoint instead."""
+    return mask if mask is None or tracing() else pack(mask)
+
+
+def checkpoint_mask(
+    attn_mask: torch.Tensor | None,
+) -> tuple[tuple | None, torch.Tensor | BinaryFloatMask | None]:
+    """(spec, mask) for the attention core's checkpoint: a PackedBool's bytes and (shape, bits);
+    while tracing, a plain bool mask packed at 1 bit (the compiled step then keeps these bytes, as
+    eager keeps the PackedBool's); a {0, min} float mask as a `BinaryFloatMask` (stock SDPA keeps no
+    mask: the checkpoint must not keep 32 bits per score for it); anything else as is, with spec None.
+    `checkpointed_mask` undoes it inside the core."""
+    if isinstance(attn_mask, PackedBool):
+        return (attn_mask.shape, attn_mask.bits), attn_mask.packed
+    if attn_mask is not None and attn_mask.dtype == torch.bool and tracing():
+        return (attn_mask.shape, 1), kernels.pack(attn_mask, 1)
+    return None, BinaryFloatMask.of(attn_mask) or attn_mask
+
+
+def checkpointed_mask(mask: torch.Tensor | BinaryFloatMask | None, spec: tuple | None) -> torch.Tensor | None:
+    """The mask `checkpoint_mask` gave as (`spec`, `mask`), as the caller passed it (bool or float)."""
+    if isinstance(mask, BinaryFloatMask):
+        return mask.restore()
+    return mask if spec is None else kernels.unpack(region_local(mask), *spec)
+
+
+def region_local(t: torch.Tensor) -> torch.Tensor:
+    """`t`, copied into a fresh buffer through ``aten.empty`` while tracing (as is in eager mode), so
+    each region unpacks its own copy of the shared mask bytes (NOTE (CSE))."""
+    if not tracing():
+        return t
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)

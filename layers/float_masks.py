@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bittensor_core import kernels
+from bittensor_core.tracing import tracing
 
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -40,7 +41,7 @@ class BinaryFloatMask:
         (ALiBi under a mask), and that takes less memory so; else None (keep `t` as it is)."""
         if not isinstance(t, torch.Tensor) or type(t) is not torch.Tensor or t.requires_grad or t.dim() < 2:
             return None
-        if torch.compiler.is_compiling() or t.device.type == "meta":
+        if tracing() or t.device.type == "meta":
             return None
         if t.dtype == torch.bool:
             return BinaryFloatMask(kernels.pack(t, 1), t.shape, None, None)._if_smaller(t)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 
+from bittensor_core.tracing import tracing
+
 from .checkpointing import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 # The region's last op, on the packed bytes only: uint8 abs is the identity and packing never uses
@@ -37,6 +39,6 @@ def kept_draw(draw: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) 
     Example:
         >>> keep = kept_draw(lambda q: draw_packed("exact", None, shape, 0.9, q), query)
     """
-    if not torch.compiler.is_compiling():
+    if not tracing():
         return draw(like)
     return checkpoint(lambda t: torch.abs(draw(t)), like.detach(), context_fn=_KEEP_BYTES)

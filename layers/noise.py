@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from bittensor_core.decode import constant, unpack_scaled
+from bittensor_core.tracing import tracing
 
 from .mask import Mask
 
@@ -22,7 +23,7 @@ def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
     (0.123 and 0.45 in float32). Using this value keeps outputs and gradients bit-identical to
     nn.Dropout for every p. With p = 1 (nothing kept) the scale is 1.
     """
-    if torch.compiler.is_compiling():  # a constant: the partitioner rebuilds it, never saves it
+    if tracing():  # a constant, rebuilt in backward, never saved: see NOTE (CSE) in layers.checkpointing
         return constant(_scale_value(p, dtype), dtype, device)
     one = torch.ones((), dtype=dtype, device=device)
     return one if p >= 1.0 else one.div_(1.0 - p)
