@@ -35,7 +35,7 @@ _WRAPPERS = {
 }
 # packedbool's layers call packed dropout themselves; known by where their code lives, not by a package
 # name (a user's own package named `layers` is not ours)
-_OURS = Path(layers.__file__).parent
+_OURS = Path(layers.__file__).resolve().parent
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -119,7 +119,7 @@ def may_call_dropout(module: nn.Module) -> bool:
 
 def _is_ours(cls: type) -> bool:
     source = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return source is not None and Path(source).is_relative_to(_OURS)
+    return source is not None and Path(source).resolve().is_relative_to(_OURS)
 
 
 def own_config(model: nn.Module) -> list[tuple[Any, str, Any]]:
