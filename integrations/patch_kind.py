@@ -1,17 +1,17 @@
 """What every patch kind of `patch_model` shares: the filters' scope and the applied-patch protocol.
 
-Each kind (dropout modules, functional dropout, attention, experts, activations) is a `Patch` subclass
-in its own file: ``Kind.apply(model, options, scope)`` patches the model and returns the applied patch,
-which knows how to `undo` itself and `count` what it packs; ``Kind()`` is the patch that applied
-nothing (what `report` counts on an unpatched model). Applied patches are kept on the model, so they
-pickle with it.
+Each kind (dropout modules, functional dropout, attention, experts, activations) is a `Patch`
+subclass in its own file: ``Kind.apply(model, options, scope)`` (attention also takes ``flash``)
+patches the model and returns the applied patch, which knows how to `undo` itself and `count` what
+it packs; ``Kind()`` is the patch that applied nothing (what `report` counts on an unpatched
+model). Applied patches are kept on the model, so they pickle with it.
 
 Example:
-    >>> scope = Scope(ModuleFilter(model, include=None, exclude=["lora_dropout"]))
-    >>> patch = DropoutModules.apply(model, MaskStorage(), scope)
-    >>> patch.count(model, ran=False), scope.skipped
-    (38, [('encoder.lora_dropout', 'excluded by filter')])
-    >>> patch.undo(model)
+    >>> scope = Scope(ModuleFilter(bert, exclude=r"dropout"))   # the classifier head's dropout
+    >>> patch = DropoutModules.apply(bert, MaskStorage(), scope)   # bert-base for classification
+    >>> patch.count(bert, ran=False), scope.skipped
+    (37, [('dropout', 'excluded by filter')])
+    >>> patch.undo(bert)
 """
 
 from __future__ import annotations
