@@ -4,10 +4,12 @@
 names below load their module on first use.
 
 - `patch_model`, `unpatch_model`, `report`, `PatchReport` (Hugging Face transformers models):
-  `integrations.huggingface`; the attention / mask / experts functions it registers live in
-  `integrations.hf_attention` and `integrations.hf_moe` (registry names: `integrations.hf_registry`),
-  functional dropout routing in `integrations.functional_dropout`, its include / exclude
-  patterns in `integrations.module_filter`.
+  `integrations.huggingface`, which runs one patch kind per file (`patch_dropout`,
+  `patch_functional_dropout`, `patch_attention`, `patch_experts`, `patch_activations`; their
+  protocol in `patch_kind`) on what `hf_detection` finds in the model; the attention / mask /
+  experts functions they register live in `integrations.hf_attention` and `integrations.hf_moe`
+  (registry names: `integrations.hf_registry`), functional dropout routing in
+  `integrations.functional_dropout`, the include / exclude patterns in `integrations.module_filter`.
 - `flash_attention`, `can_delegate`: flash-attn delegation, `integrations.flash_attn`.
 
 Example:

@@ -3,11 +3,11 @@
 Many models call dropout as a function rather than through an ``nn.Dropout`` module (BART, OPT,
 Whisper and T5-style code: ``nn.functional.dropout(h, p=self.dropout, training=self.training)``).
 `DropoutRoute` is a ``TorchFunctionMode`` that answers those calls with a function of
-``(input, p, training, inplace)``; `ModuleRoute` enters one with `layers.packed_dropout`
-(bit-identical to F.dropout, mask kept at 1 bit) from forward pre-hooks on the modules that make
-such calls and leaves it from forward hooks, so it is active exactly while they run. Other dropouts
-(``dropout2d``, ``alpha_dropout``, ``feature_dropout``) are not intercepted: they draw different
-masks.
+``(input, p, training, inplace)``; `ModuleRoute` enters one with `layers.dropout_with`
+(`layers.packed_dropout` taking its options whole: bit-identical to F.dropout, mask kept at 1 bit)
+from forward pre-hooks on the modules that make such calls and leaves it from forward hooks, so it
+is active exactly while they run. Other dropouts (``dropout2d``, ``alpha_dropout``,
+``feature_dropout``) are not intercepted: they draw different masks.
 
 Example:
     >>> route = ModuleRoute(model, {model: True}, MaskStorage())   # model(**batch) now packs them
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from layers import MaskStorage, packed_dropout
+from bittensor_core.tracing import tracing
+from layers import MaskStorage, dropout_with
 from layers.checkpointing import inside_checkpoint
 
 # (function, in place?) for every element-wise dropout entry point Python code calls.
@@ -70,7 +71,7 @@ def _dropout_args(
 
 class ModuleRoute:
     """While one of `modules` runs forward, every functional dropout call becomes a
-    `layers.packed_dropout` call if the innermost of them running packs (its value in `modules`),
+    `layers.dropout_with` call if the innermost of them running packs (its value in `modules`),
     else runs as F.dropout would.
 
     Entered from a forward pre-hook on each module and left from a forward hook. Inside the
@@ -115,16 +116,17 @@ class ModuleRoute:
         # modes are off while one answers, so this is the stock call.
         if not self._scopes[-1] or inside_checkpoint():
             return F.dropout(x, p, training, inplace)
-        if not torch.compiler.is_compiling():
-            self.calls += 1
-        o = self.options
-        return packed_dropout(
-            x, p, training, inplace, bits=o.bits, unpack=o.unpack, storage=o.storage, sampler=o.sampler
-        )
+        self._count(anew=False)
+        return dropout_with(self.options, x, p, training, inplace)
 
     def _count_anew(self, module: nn.Module, args: Any) -> None:
-        if not torch.compiler.is_compiling():
-            self.calls = 0
+        self._count(anew=True)
+
+    def _count(self, *, anew: bool) -> None:
+        """Start `calls` anew or add one, in eager code only: the count is observed, and torch.compile's
+        tracing is not a call that ran (nor should a traced graph carry a Python counter)."""
+        if not tracing():
+            self.calls = 0 if anew else self.calls + 1
 
     def _enter(self, packs: bool, module: nn.Module, args: Any) -> None:
         self._scopes.append(packs)

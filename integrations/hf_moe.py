@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from layers import Mask, MaskStorage
@@ -28,10 +30,9 @@ def register_experts(options: MaskStorage = DEFAULT) -> str:
     """Register `packed_experts_forward` for `options` with ``ExpertsInterface``; return its name."""
     from transformers.integrations.moe import ExpertsInterface
 
-    # Routing masks are given, never sampled: only the width and unpack mode matter.
-    return register(
-        ExpertsInterface, MaskStorage(bits=options.bits, unpack=options.unpack), packed_experts_forward
-    )
+    # Routing masks are given, never sampled: only the width and unpack mode matter (one name for all).
+    given = replace(options, storage=DEFAULT.storage, sampler=DEFAULT.sampler)
+    return register(ExpertsInterface, given, packed_experts_forward)
 
 
 def packed_experts_forward(

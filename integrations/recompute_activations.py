@@ -2,8 +2,9 @@
 
 Every parameter-free leaf module from ``torch.nn.modules.activation`` or ``transformers.activations``
 whose autograd node keeps only its input (GELU, SiLU, ...; probed once) is wrapped; others (ReLU,
-GPT-2's tanh GELU written in Python, the pooler's tanh) are left as they are. `during_forward` enters a context manager from a forward pre-hook on the
-model and leaves it from a forward hook: active exactly while the model runs forward.
+GPT-2's tanh GELU written in Python, the pooler's tanh) are left as they are. `during_forward`
+enters a context manager from a forward pre-hook on the model and leaves it from a forward hook:
+active exactly while the model runs forward.
 
 Example:
     >>> originals = wrap_activations(model)
@@ -18,10 +19,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from bittensor_core.tracing import tracing
 from layers.activation_recompute import RecomputedActivation, recomputable
 
 __all__ = ["during_forward", "unwrap_activations", "wrap_activations"]
@@ -58,8 +59,8 @@ def during_forward(
     model: nn.Module, context: Callable[[], AbstractContextManager], *, eager_only: bool = False
 ) -> list[RemovableHandle]:
     """Enter ``context()`` whenever `model` starts forward and leave it when forward ends (also on
-    error); with `eager_only`, not while compiling (dynamo cannot trace ``__enter__`` of an arbitrary
-    context manager). Returns the two hook handles (``remove()`` both to stop)."""
+    error); with `eager_only`, not while compiling (see `_DuringForward._applies`). Returns the two
+    hook handles (``remove()`` both to stop)."""
     scope = _DuringForward(context, eager_only)
     return [
         model.register_forward_pre_hook(scope.enter),
@@ -79,10 +80,15 @@ class _DuringForward:
         return {"context": self.context, "eager_only": self.eager_only, "active": []}  # none open elsewhere
 
     def enter(self, module: nn.Module, args: Any) -> None:
-        if not (self.eager_only and torch.compiler.is_compiling()):
+        if self._applies():
             self.active.append(self.context())
             self.active[-1].__enter__()
 
     def leave(self, module: nn.Module, args: Any, output: Any) -> None:
-        if not (self.eager_only and torch.compiler.is_compiling()):
+        if self._applies():
             self.active.pop().__exit__(None, None, None)
+
+    def _applies(self) -> bool:
+        """Whether the context is entered on this call: always, or with `eager_only`, not while
+        torch.compile traces (dynamo cannot trace ``__enter__`` of an arbitrary context manager)."""
+        return not (self.eager_only and tracing())

@@ -24,7 +24,7 @@ from bittensor_core import SavedTensorCensus, pack_saved_bools
 from layers import DropPath, HeadGate, MaskType, PackedDropout, PackedMoE, TopKRouter, apply_mask
 from layers.options import MaskStorage
 
-from .test_distributed import BATCH, GLOO_TIMEOUT, SEED, WORLD, _half, exit_worker, single_process_grads
+from .gloo_ranks import BATCH, GLOO_TIMEOUT, SEED, WORLD, exit_worker, half, single_process_grads
 from .tiny_models import ARCHS, VOCAB, Arch, assert_identical, loss_and_grads, skip_if_stock_cannot_compile
 
 transformers = pytest.importorskip("transformers")
@@ -281,10 +281,11 @@ def test_hf_dropout_patched_model_compiles_fullgraph_with_eager_results(name: st
 # Each layer's checkpointed attention core unpacks the shared mask bytes and builds the same
 # constants; AOTAutograd's CSE would merge those ops across layers and then save them (a node of one
 # checkpoint used by a later one is MUST_SAVE): the float mask bias, 0-dim scalars. They are built
-# per layer (layers.noise.constant, layers.attention.region_local). What remains: the noise decode's
-# (8,) uint8 bit-shift vector (layers/noise.py `_traced_rows`), shared the same way: 8 bytes per
-# compiled graph at 1 bit. (Built by a uint8 cumsum instead, inductor's gradients in the MLP test
-# above were not close to eager's, cause not investigated; so it stays, and the bound is exact.)
+# per layer (bittensor_core.decode.constant, layers.attention.region_local). What remains: the noise
+# decode's (8,) uint8 bit-shift vector (bittensor_core/decode.py `_traced_rows`), shared the same
+# way: 8 bytes per compiled graph at 1 bit. (Built by a uint8 cumsum instead, inductor's gradients in
+# the MLP test above were not close to eager's, cause not investigated; so it stays, and the bound is
+# exact.)
 SHIFTS_BYTES = 8
 
 
@@ -315,7 +316,7 @@ def _ddp_worker(rank: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD, timeout=GLOO_TIMEOUT)
     ddp = DistributedDataParallel(_model("bert", attention=False))
     compiled = torch.compile(ddp, backend="aot_eager")
-    loss_and_grads(compiled, _half(HF["bert"].inputs(batch=BATCH), rank), seed=SEED + rank)
+    loss_and_grads(compiled, half(HF["bert"].inputs(batch=BATCH), rank), seed=SEED + rank)
     if rank == 0:
         torch.save({n: p.grad for n, p in ddp.module.named_parameters()}, out)
     exit_worker()

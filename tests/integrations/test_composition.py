@@ -26,6 +26,7 @@ from .tiny_models import (
     assert_identical,
     loss_and_grads,
     stock_experts,
+    trainer_losses,
 )
 
 pytest.importorskip("transformers")
@@ -194,29 +195,10 @@ def test_bf16_autocast_dropout_patch_is_bit_identical(name: str, checkpointing: 
 # ---- transformers.Trainer --------------------------------------------------------------------------
 def _trainer_losses(patched: bool, output_dir: Path, **arguments) -> list[float]:
     pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
-    from transformers import Trainer, TrainingArguments
-
-    arch = ARCHS["bert"]
     model = _packed_model("bert", "eager") if patched else _model("bert", "eager")
-    rows = [{k: v[0] for k, v in arch.inputs(batch=1, seq=16, seed=i).items()} for i in range(12)]
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=3,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-        dataloader_num_workers=0,
-        **{checkpointing_name(): True},
-        **arguments,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=rows)
-    trainer.train()
+    losses = trainer_losses(model, str(output_dir), **{checkpointing_name(): True}, **arguments)
     assert getattr(model, f"is_{checkpointing_name()}")
-    return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    return losses
 
 
 def test_trainer_with_checkpointing_gives_the_stock_losses(tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ and a sum of two terms has one order, so the gradients agree bit for bit.
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,39 +19,18 @@ import torch.multiprocessing as mp
 
 from integrations.huggingface import patch_model
 
-from .tiny_models import ARCHS, loss_and_grads
+from .gloo_ranks import BATCH, GLOO_TIMEOUT, SEED, WORLD, exit_worker, half, single_process_grads
+from .tiny_models import ARCHS
 
 pytest.importorskip("transformers")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
 
-WORLD, SEED, BATCH = 2, 100, 4
-
-
-# A rank that dies or stalls makes its peer fail within this, not wait for gloo's 30-minute default.
-GLOO_TIMEOUT = timedelta(minutes=3)
-
-
-def _half(inputs: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
-    size = BATCH // WORLD
-    return {k: v[rank * size : (rank + 1) * size] for k, v in inputs.items()}
-
-
-def single_process_grads(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The gradients DDP must give: each rank's half with its seed, averaged, on one thread (as the workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        halves = [loss_and_grads(model, _half(inputs, r), seed=SEED + r)[1] for r in range(WORLD)]
-    finally:
-        torch.set_num_threads(threads)
-    return {n: (halves[0][n] + halves[1][n]) / WORLD for n in halves[0]}
-
 
 def _step(model: torch.nn.Module, inputs: dict[str, torch.Tensor], rank: int) -> None:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(SEED + rank)
-    model(**_half(inputs, rank)).loss.backward()
+    model(**half(inputs, rank)).loss.backward()
 
 
 def _worker(rank: int, init: str, out: str) -> None:
@@ -82,14 +59,6 @@ def _worker(rank: int, init: str, out: str) -> None:
     if rank == 0:
         torch.save({"replaced": patched, **results}, out)
     exit_worker()
-
-
-def exit_worker() -> None:
-    """Leave a spawned worker without interpreter teardown. Tearing down a gloo process group that
-    DDP's Reducer still references can deadlock (seen: ~ProcessGroupGloo joins a gloo thread that
-    waits for the GIL the destructor holds); the barrier keeps a peer from leaving mid-collective."""
-    dist.barrier()
-    os._exit(0)
 
 
 @pytest.mark.slow

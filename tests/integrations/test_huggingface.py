@@ -489,3 +489,14 @@ def test_experts_other_than_the_reference_are_left_as_they_are() -> None:
     result = patch_model(model)
     assert result.replaced["router"] == 0 and model.get_experts_implementation() == {"": "eager"}
     assert "grouped_mm" in dict(result.skipped)["router"]
+
+
+def test_a_user_package_named_layers_is_not_taken_for_ours() -> None:
+    from integrations.hf_detection import may_call_dropout
+
+    class UserBlock(nn.Module):
+        pass
+
+    UserBlock.__module__ = "layers.user_blocks"  # a user's own package that happens to be named `layers`
+    assert may_call_dropout(UserBlock())  # code we cannot vouch for: its F.dropout calls are routed
+    assert not may_call_dropout(PackedDropout(0.1))  # ours: packs its own dropout

@@ -250,3 +250,29 @@ def skip_if_stock_cannot_compile(stock: torch.nn.Module, inputs: dict[str, torch
             f"stock {type(stock).__name__} does not compile with fullgraph=True on transformers "
             f"{transformers.__version__} either: {str(exc).splitlines()[0]}"
         )
+
+
+def trainer_losses(model: torch.nn.Module, output_dir: str, steps: int = 3, **arguments) -> list[float]:
+    """The logged losses of `steps` ``transformers.Trainer`` steps (batch 4, lr 1e-3, seed 0, CPU) on
+    `model`, a BERT of `ARCHS`, with `arguments` added to its ``TrainingArguments``."""
+    from transformers import Trainer, TrainingArguments
+
+    rows = [
+        {k: v[0] for k, v in ARCHS["bert"].inputs(batch=1, seq=16, seed=i).items()} for i in range(4 * steps)
+    ]
+    args = TrainingArguments(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        **arguments,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    return [log["loss"] for log in trainer.state.log_history if "loss" in log]

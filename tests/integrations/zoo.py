@@ -327,7 +327,7 @@ def _observe(ran: Ran):
     def leave(module: nn.Module, args: Any, output: Any) -> None:
         stack.pop()
 
-    pack, packed_dropout = kernels.pack, functional_dropout.packed_dropout
+    pack, dropout_with = kernels.pack, functional_dropout.dropout_with
 
     functional: list[bool] = []  # inside a functional dropout call the route packs
 
@@ -343,16 +343,16 @@ def _observe(ran: Ran):
         ran.functional_dropout += 1
         functional.append(True)
         try:
-            return packed_dropout(*args, **kwargs)
+            return dropout_with(*args, **kwargs)
         finally:
             functional.pop()
 
     with ExitStack() as undo:
         undo.enter_context(nn.modules.module.register_module_forward_pre_hook(enter))
         undo.enter_context(nn.modules.module.register_module_forward_hook(leave, always_call=True))
-        kernels.pack, functional_dropout.packed_dropout = counted_pack, counted_dropout
+        kernels.pack, functional_dropout.dropout_with = counted_pack, counted_dropout
         undo.callback(setattr, kernels, "pack", pack)
-        undo.callback(setattr, functional_dropout, "packed_dropout", packed_dropout)
+        undo.callback(setattr, functional_dropout, "dropout_with", dropout_with)
         yield
 
 
