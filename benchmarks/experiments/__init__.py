@@ -4,7 +4,7 @@ the study's criteria: docs/study.md).
 - `exp1`: training with every task x variation x seed (memory, compression, speed, accuracy, equality);
   `tasks`: what is trained (MiniLM on the Rotten Tomatoes sentences, a ViT on the digits);
 - `exp2`: memory vs sequence length and batch; the largest size under a memory budget (`budget`);
-  the alternatives a user short of memory would pick (`benchmarks.toolbox` variants);
+  the alternatives a user short of memory would pick (`benchmarks.kit.toolbox` variants);
 - `variations`, `training`, `probes`: what is compared and how one configuration is measured;
 - `stats`, `analysis`: statistics, tables and the verdict per success criterion;
 - `report`, `plots`: report.md, PNG plots, results.json and CSV; `resume`: per-run JSON files a

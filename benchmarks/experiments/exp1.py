@@ -30,15 +30,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.memory import saved_bytes
+from benchmarks.kit.memory import saved_bytes
+from benchmarks.kit.probes import dropout_saved_bytes, step_memory, timed_step
+from benchmarks.kit.training import evaluate, flat_grad
 from bittensor_core.errors import PackedBoolValueError
 
 from .machine import machine_info
-from .probes import dropout_saved_bytes, step_memory, timed_step
 from .resume import RunStore
 from .stats import cosine
 from .tasks import Task, image_task, text_task
-from .training import evaluate, flat_grad
 from .variations import BOOL_REFERENCE, Variation, applied, parse_variations
 
 __all__ = ["Exp1Settings", "run_exp1"]

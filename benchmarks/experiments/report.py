@@ -325,7 +325,7 @@ def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
         "",
         f"### What else a user short of memory would pick (batch {s['system_batch']}, seq {s['system_seq']})",
         "",
-        "The real pretrained model (`benchmarks.toolbox` variants), stock default attention; "
+        "The real pretrained model (`benchmarks.kit.toolbox` variants), stock default attention; "
         f"{s['system_rounds']} interleaved rounds of one step per variant (rotated order). retained: bytes made by",
         "the forward and still alive after it (what the graph keeps for backward, checkpoint-held inputs",
         f"included). time ratio: median over rounds of step time / `{base['variant']}`'s. Pareto: no other variant",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .training import Examples, load_data, load_digits, load_model, reset_head
+from benchmarks.kit.training import Examples, load_data, load_digits, load_model, reset_head
 
 if TYPE_CHECKING:
     from .exp1 import Exp1Settings

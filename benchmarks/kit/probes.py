@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from benchmarks.memory import peak_memory, saved_bytes
-
-from .training import train_step
+from benchmarks.kit.memory import peak_memory, saved_bytes
+from benchmarks.kit.training import train_step
 
 __all__ = ["StepMemory", "dropout_saved_bytes", "step_memory", "synchronize", "timed_step"]
 
