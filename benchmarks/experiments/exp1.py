@@ -259,9 +259,7 @@ def _mask_elements(task: Task) -> int:
     task.model.train()  # from_pretrained returns eval mode: with every run read from disk nothing set it
     with applied(task.model, BOOL_REFERENCE):
         _, census = saved_bytes(lambda: task.model(**batch).loss)
-    # Masks are PackedBools, or plain packed uint8 rows (the attention core's dropout bits): as
-    # `probes.step_memory` counts mask_bytes.
-    return census.packed_bytes + census.bytes_by_dtype.get(torch.uint8, 0)
+    return census.mask_bytes
 
 
 def _run_task(
