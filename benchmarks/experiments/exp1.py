@@ -17,8 +17,8 @@ JSON file of its own when a `RunStore` is given: a restarted run redoes only wha
 
 Example:
     >>> result = run_exp1(Exp1Settings.quick())
-    >>> run = result["tasks"]["text"]["runs"][0]
-    >>> run["variation"], run["test"]["accuracy"]
+    >>> run = Exp1Run.from_dict(result["tasks"]["text"]["runs"][0])   # `records`: a run's JSON form
+    >>> run.variation, run.test["accuracy"]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from benchmarks.kit.training import evaluate, flat_grad
 from bittensor_core.errors import PackedBoolValueError
 
 from .machine import machine_info
+from .records import Exp1Run
 from .resume import RunStore
 from .stats import cosine
 from .tasks import Task, TaskSpec, TextSource, image_task, text_task
@@ -173,7 +174,7 @@ def _one_run(
     seed: int,
     baseline_grad: dict[int, torch.Tensor],
     bar: tqdm,
-) -> dict[str, Any]:
+) -> Exp1Run:
     """Train `task` from seed's start with `variation`; evaluate; measure one step's memory."""
     model, device = task.model, task.spec.device
     task.start(seed)
@@ -208,22 +209,22 @@ def _one_run(
         baseline_grad[seed] = _first_grad(task, seed)
     reference = baseline_grad[seed]
     timed = times[task.spec.warmup :] or times
-    return {
-        "variation": variation.name,
-        "seed": seed,
-        "patched": patched,
-        "losses": losses,
-        "step_times_s": times,
-        "median_step_s": median(timed),
-        "throughput_samples_s": task.spec.batch_size / median(timed),
-        "val_curve": val_curve,
-        "val": {"accuracy": val_curve[-1][1]},
-        "test": test,
-        "memory": memory.as_dict(),
-        "dropout_saved_bytes": dropout_bytes,
-        "grad_cosine": cosine(grad, reference),
-        "grad_identical": torch.equal(grad, reference),
-    }
+    return Exp1Run(
+        variation=variation.name,
+        seed=seed,
+        patched=patched,
+        losses=losses,
+        step_times_s=times,
+        median_step_s=median(timed),
+        throughput_samples_s=task.spec.batch_size / median(timed),
+        val_curve=val_curve,
+        val={"accuracy": val_curve[-1][1]},
+        test=test,
+        memory=memory,
+        dropout_saved_bytes=dropout_bytes,
+        grad_cosine=cosine(grad, reference),
+        grad_identical=torch.equal(grad, reference),
+    )
 
 
 def _interleaved_times(
@@ -276,7 +277,7 @@ def _run_task(
                 store.get(
                     f"exp-1/{task.name}/{variation.name}-seed{seed}",
                     task.config,
-                    lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar),
+                    lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar).as_dict(),
                 )
             )
             if len(store.computed) == before:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import baseline_peak, criteria, exp1_rows, exp2_rows, hypotheses, pareto_front
+from .records import Exp1Run
 from .variations import BASELINE
 
 __all__ = ["write_report"]
@@ -415,7 +416,7 @@ def _csv_files(results: dict[str, Any], out: Path) -> None:
                 "",
                 {"task": name}
                 | {k: v for k, v in r.items() if k not in ("losses", "step_times_s", "val_curve")}
-                | {"final_loss": r["losses"][-1]},
+                | {"final_loss": Exp1Run.from_dict(r).losses[-1]},
             )
             for name, t in tasks.items()
             for r in t["runs"]
