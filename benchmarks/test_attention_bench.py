@@ -24,9 +24,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.experiments.probes import step_memory
-from benchmarks.experiments.training import load_model, model_from_config, random_batch, train_step
-from benchmarks.memory import retained_after_forward
+from benchmarks.kit.memory import retained_after_forward
+from benchmarks.kit.probes import step_memory
+from benchmarks.kit.training import load_model, model_from_config, random_batch, train_step
 
 BATCH, SEQ_LEN = 16, 256
 BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
@@ -35,7 +35,7 @@ SWEEP = (128, 256, 512, 1024, 2048)
 
 def _minilm(variant: str, max_positions: int | None = None) -> nn.Module:
     """The real all-MiniLM-L6-v2, or (`max_positions`) its architecture with that many positions."""
-    from benchmarks.sources import SourceUnavailableError
+    from benchmarks.kit.sources import SourceUnavailableError
     from integrations.huggingface import patch_model
 
     try:

@@ -25,10 +25,10 @@ import pytest
 import torch
 import torch._functorch.config
 
-from benchmarks.experiments.probes import step_memory, timed_step
-from benchmarks.experiments.training import random_batch, train_step
-from benchmarks.memory import saved_bytes
-from benchmarks.test_training_bench import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
+from benchmarks.kit.memory import saved_bytes
+from benchmarks.kit.probes import step_memory, timed_step
+from benchmarks.kit.tiny_bert import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
+from benchmarks.kit.training import random_batch, train_step
 
 
 def small_mixtral() -> torch.nn.Module:

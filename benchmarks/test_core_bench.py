@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from benchmarks.memory import peak_memory
+from benchmarks.kit.memory import peak_memory
 from bittensor_core import PackedBool
 
 SHAPE = (32, 128, 1200)

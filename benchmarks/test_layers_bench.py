@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.memory import saved_bytes
+from benchmarks.kit.memory import saved_bytes
 from bittensor_core import PackedBool
 from layers import DropPath, HeadGate, PackedDropout, PackedMoE, noise_scale, packed_attention, packed_noise
 

@@ -13,7 +13,7 @@ Variants, each against "native" (the stock model, default attention):
 - ``patch-seeded``: ``patch_model(model, storage="seeded")`` (masks regenerated in backward).
 
 ``extra_info``: ``saved_bytes``, ``peak_bytes``, ``mask_bytes`` (see
-`benchmarks.experiments.probes.step_memory`), ``batch``, ``seq_len``; the summary table turns them
+`benchmarks.kit.probes.step_memory`), ``batch``, ``seq_len``; the summary table turns them
 into ratios to native, so the table says which knob buys how much memory for how much time.
 """
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.experiments.probes import step_memory
-from benchmarks.experiments.training import random_batch, train_step
-from benchmarks.memory import retained_after_forward
-from benchmarks.toolbox import VARIANTS, build
+from benchmarks.kit.memory import retained_after_forward
+from benchmarks.kit.probes import step_memory
+from benchmarks.kit.toolbox import VARIANTS, build
+from benchmarks.kit.training import random_batch, train_step
 
 BATCH, SEQ_LEN = 16, 256
 BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
@@ -35,7 +35,7 @@ BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
 def test_toolbox_step(benchmark, variant: str) -> None:
     pytest.importorskip("transformers")
     batch_size, seq_len = (BATCH, SEQ_LEN) if benchmark.enabled else (BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED)
-    from benchmarks.sources import SourceUnavailableError
+    from benchmarks.kit.sources import SourceUnavailableError
 
     try:
         model = build(variant)

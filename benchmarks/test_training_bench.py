@@ -1,9 +1,8 @@
 """A whole training step (forward, backward, AdamW) of a small BERT, native vs every mask packed.
 
-TinyBERT's shape (4 layers, hidden 312, 12 heads, intermediate 1200, vocab 30522), random
-weights, seq 128, batch 32 (batch 4 under ``--benchmark-disable``, where the suite runs once as
-a test). "native" is the stock transformers model; "packed-1bit-lazy" is the same model after
-``integrations.huggingface.patch_model`` (dropout and attention-probability masks at 1 bit).
+`benchmarks.kit.tiny_bert`: TinyBERT's shape, random weights, seq 128, batch 32 (batch 4 under
+``--benchmark-disable``, where the suite runs once as a test). "native" is the stock transformers
+model; "packed-1bit-lazy" is the same model after ``integrations.huggingface.patch_model`` (dropout and attention-probability masks at 1 bit).
 
 ``extra_info``: ``peak_bytes`` (one tracked step, optimizer state present), ``saved_bytes``
 (saved for backward in the forward), ``mask_bytes`` (stored packed masks), ``batch``, ``seq_len``.
@@ -14,29 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.experiments.probes import step_memory, timed_step
-from benchmarks.experiments.training import random_batch, train_step
-
-SEQ_LEN = 128
-BATCH = 32
-BATCH_WHEN_DISABLED = 4
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def tiny_bert() -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=312,
-        num_hidden_layers=4,
-        num_attention_heads=12,
-        intermediate_size=1200,
-        max_position_embeddings=512,
-        num_labels=2,
-    )
-    torch.manual_seed(0)
-    return BertForSequenceClassification(config).to(DEVICE).train()
+from benchmarks.kit.probes import step_memory, timed_step
+from benchmarks.kit.tiny_bert import BATCH, BATCH_WHEN_DISABLED, DEVICE, SEQ_LEN, tiny_bert
+from benchmarks.kit.training import random_batch, train_step
 
 
 @pytest.mark.parametrize("variant", ["native", "packed-1bit-lazy"])

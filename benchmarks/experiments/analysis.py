@@ -13,6 +13,7 @@ import math
 from statistics import median
 from typing import Any
 
+from .records import Exp1Run
 from .stats import curves_equal, max_abs_diff, relative_delta, summarize, welch
 from .variations import BASELINE, VARIATIONS
 
@@ -42,18 +43,18 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Per variation of one exp-1 task (``result["exp-1"]["tasks"][name]``): memory, compression,
     speed, test accuracy / F1 and equality figures, vs the baseline."""
     exp1 = task
-    runs_by: dict[str, list[dict[str, Any]]] = {}
-    for run in exp1["runs"]:
-        runs_by.setdefault(run["variation"], []).append(run)
+    runs_by: dict[str, list[Exp1Run]] = {}
+    for run in map(Exp1Run.from_dict, exp1["runs"]):
+        runs_by.setdefault(run.variation, []).append(run)
     base_runs = runs_by[BASELINE]
-    base_by_seed = {r["seed"]: r for r in base_runs}
+    base_by_seed = {r.seed: r for r in base_runs}
     base_tput = _throughputs(exp1, BASELINE)
-    base_acc = [r["test"]["accuracy"] for r in base_runs]
-    base_f1 = [r["test"]["f1"] for r in base_runs]
+    base_acc = [r.test["accuracy"] for r in base_runs]
+    base_f1 = [r.test["f1"] for r in base_runs]
     base = {
-        "peak": _mean([r["memory"]["peak_bytes"] for r in base_runs]),
-        "saved": _mean([r["memory"]["saved_bytes"] for r in base_runs]),
-        "dropout": _mean([r["dropout_saved_bytes"] for r in base_runs]),
+        "peak": _mean([r.memory.peak_bytes for r in base_runs]),
+        "saved": _mean([r.memory.saved_bytes for r in base_runs]),
+        "dropout": _mean([r.dropout_saved_bytes for r in base_runs]),
         "throughput": _mean(base_tput),
         "acc": summarize(base_acc),
         "f1": summarize(base_f1),
@@ -61,14 +62,14 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, runs in runs_by.items():
         tput = _throughputs(exp1, name)
-        acc = [r["test"]["accuracy"] for r in runs]
-        f1 = [r["test"]["f1"] for r in runs]
-        peak = _mean([r["memory"]["peak_bytes"] for r in runs])
-        saved = _mean([r["memory"]["saved_bytes"] for r in runs])
-        dropout = _mean([r["dropout_saved_bytes"] for r in runs])
-        mask = _mean([r["memory"]["mask_bytes"] for r in runs])
+        acc = [r.test["accuracy"] for r in runs]
+        f1 = [r.test["f1"] for r in runs]
+        peak = _mean([r.memory.peak_bytes for r in runs])
+        saved = _mean([r.memory.saved_bytes for r in runs])
+        dropout = _mean([r.dropout_saved_bytes for r in runs])
+        mask = _mean([r.memory.mask_bytes for r in runs])
         acc_s, f1_s = summarize(acc), summarize(f1)
-        same_curves = [curves_equal(r["losses"], base_by_seed[r["seed"]]["losses"]) for r in runs]
+        same_curves = [curves_equal(r.losses, base_by_seed[r.seed].losses) for r in runs]
         is_base = name == BASELINE
         row = {
             "variation": name,
@@ -83,7 +84,7 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
             "mask_bytes": None if is_base else mask,
             "compression_vs_bool": None if is_base or not mask else exp1["mask_elements_per_step"] / mask,
             "median_step_s": median(exp1["interleaved_step_s"][name]),
-            "median_step_s_training": median(r["median_step_s"] for r in runs),
+            "median_step_s_training": median(r.median_step_s for r in runs),
             "throughput": summarize(tput),
             "throughput_change": relative_delta(_mean(tput), base["throughput"]),
             "throughput_welch": None
@@ -97,11 +98,9 @@ def exp1_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
             "accuracy_sigmas": sigmas(acc_s["mean"] - base["acc"]["mean"], base["acc"]["std"]),
             "f1_sigmas": sigmas(f1_s["mean"] - base["f1"]["mean"], base["f1"]["std"]),
             "loss_curves_identical": all(same_curves),
-            "loss_max_abs_diff": max(
-                max_abs_diff(r["losses"], base_by_seed[r["seed"]]["losses"]) for r in runs
-            ),
-            "grad_cosine_min": min(r["grad_cosine"] for r in runs),
-            "grads_identical": all(r["grad_identical"] for r in runs),
+            "loss_max_abs_diff": max(max_abs_diff(r.losses, base_by_seed[r.seed].losses) for r in runs),
+            "grad_cosine_min": min(r.grad_cosine for r in runs),
+            "grads_identical": all(r.grad_identical for r in runs),
         }
         rows.append(row)
     rows.sort(key=lambda r: (r["variation"] != BASELINE, list(runs_by).index(r["variation"])))

@@ -17,28 +17,29 @@ JSON file of its own when a `RunStore` is given: a restarted run redoes only wha
 
 Example:
     >>> result = run_exp1(Exp1Settings.quick())
-    >>> run = result["tasks"]["text"]["runs"][0]
-    >>> run["variation"], run["test"]["accuracy"]
+    >>> run = Exp1Run.from_dict(result["tasks"]["text"]["runs"][0])   # `records`: a run's JSON form
+    >>> run.variation, run.test["accuracy"]
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from statistics import median
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.memory import saved_bytes
+from benchmarks.kit.memory import saved_bytes
+from benchmarks.kit.probes import dropout_saved_bytes, step_memory, timed_step
+from benchmarks.kit.training import evaluate, flat_grad
 from bittensor_core.errors import PackedBoolValueError
 
 from .machine import machine_info
-from .probes import dropout_saved_bytes, step_memory, timed_step
+from .records import Exp1Run
 from .resume import RunStore
 from .stats import cosine
-from .tasks import Task, image_task, text_task
-from .training import evaluate, flat_grad
+from .tasks import Task, TaskSpec, TextSource, image_task, text_task
 from .variations import BOOL_REFERENCE, Variation, applied, parse_variations
 
 __all__ = ["Exp1Settings", "run_exp1"]
@@ -50,7 +51,7 @@ DEFAULT_VARIATIONS = (
     "seeded-0bit",
     "packed-1bit-fast",
 )
-TASKS = {"text": text_task, "image": image_task}
+TASKS = ("text", "image")
 
 
 @dataclass
@@ -95,6 +96,30 @@ class Exp1Settings:
         if unknown:
             raise PackedBoolValueError(f"unknown exp-1 task(s) {unknown}; choose from {list(TASKS)}.")
 
+    def task_spec(self, task: str) -> TaskSpec:
+        """How `task` is trained: the image task has its own batch size, epochs and learning rate."""
+        image = task == "image"
+        return TaskSpec(
+            batch_size=self.image_batch if image else self.batch_size,
+            epochs=self.image_epochs if image else self.epochs,
+            steps=self.steps,
+            lr=self.image_lr if image else self.lr,
+            val_points=self.val_points,
+            warmup=self.warmup,
+            eval_batch=self.eval_batch,
+            baseline_attn=self.baseline_attn,
+            device=self.device,
+        )
+
+    def text_source(self) -> TextSource:
+        """The text task's model, data and split."""
+        return TextSource(**{f.name: getattr(self, f.name) for f in fields(TextSource)})
+
+    def task(self, name: str) -> Task:
+        """Task `name` ("text" or "image"), its model and data loaded."""
+        spec = self.task_spec(name)
+        return text_task(spec, self.text_source()) if name == "text" else image_task(spec)
+
     @classmethod
     def quick(cls, **overrides: Any) -> Exp1Settings:
         base = dict(
@@ -137,14 +162,10 @@ def _first_grad(task: Task, seed: int) -> torch.Tensor:
     task.model.train()
     torch.manual_seed(seed)
     order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed))
-    task.model(**task.train.batch(order[: task.batch_size], _device(task))).loss.backward()
+    task.model(**task.train.batch(order[: task.spec.batch_size], task.spec.device)).loss.backward()
     grad = flat_grad(task.model)
     task.model.zero_grad(set_to_none=True)
     return grad
-
-
-def _device(task: Task) -> str:
-    return task.config["device"]
 
 
 def _one_run(
@@ -153,19 +174,19 @@ def _one_run(
     seed: int,
     baseline_grad: dict[int, torch.Tensor],
     bar: tqdm,
-) -> dict[str, Any]:
+) -> Exp1Run:
     """Train `task` from seed's start with `variation`; evaluate; measure one step's memory."""
-    model, device = task.model, _device(task)
+    model, device = task.model, task.spec.device
     task.start(seed)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.spec.lr)
     order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed))
     losses, times, val_curve, box = [], [], [], {}
     with applied(model, variation) as patched:
         torch.manual_seed(seed)  # the dropout stream; evaluation (eval mode) draws nothing from it
         for step in range(task.steps):
             index = order[
-                torch.arange(step * task.batch_size, (step + 1) * task.batch_size) % len(task.train)
+                torch.arange(step * task.spec.batch_size, (step + 1) * task.spec.batch_size) % len(task.train)
             ]
             batch = task.train.batch(index, device)
             hook = (lambda: box.setdefault("grad", flat_grad(model))) if step == 0 else None
@@ -174,10 +195,10 @@ def _one_run(
             times.append(seconds)
             if (step + 1) % task.eval_every == 0 or step + 1 == task.steps:
                 val_curve.append(
-                    [step + 1, evaluate(model, task.val, task.config["eval_batch"], device)["accuracy"]]
+                    [step + 1, evaluate(model, task.val, task.spec.eval_batch, device)["accuracy"]]
                 )
             bar.update(1)
-        test = evaluate(model, task.test, task.config["eval_batch"], device)
+        test = evaluate(model, task.test, task.spec.eval_batch, device)
         memory = step_memory(model, optimizer, batch, device)
         dropout_bytes = dropout_saved_bytes(model, batch)
         bar.update(1)
@@ -187,23 +208,23 @@ def _one_run(
     elif seed not in baseline_grad:
         baseline_grad[seed] = _first_grad(task, seed)
     reference = baseline_grad[seed]
-    timed = times[task.config["warmup"] :] or times
-    return {
-        "variation": variation.name,
-        "seed": seed,
-        "patched": patched,
-        "losses": losses,
-        "step_times_s": times,
-        "median_step_s": median(timed),
-        "throughput_samples_s": task.batch_size / median(timed),
-        "val_curve": val_curve,
-        "val": {"accuracy": val_curve[-1][1]},
-        "test": test,
-        "memory": memory.as_dict(),
-        "dropout_saved_bytes": dropout_bytes,
-        "grad_cosine": cosine(grad, reference),
-        "grad_identical": torch.equal(grad, reference),
-    }
+    timed = times[task.spec.warmup :] or times
+    return Exp1Run(
+        variation=variation.name,
+        seed=seed,
+        patched=patched,
+        losses=losses,
+        step_times_s=times,
+        median_step_s=median(timed),
+        throughput_samples_s=task.spec.batch_size / median(timed),
+        val_curve=val_curve,
+        val={"accuracy": val_curve[-1][1]},
+        test=test,
+        memory=memory,
+        dropout_saved_bytes=dropout_bytes,
+        grad_cosine=cosine(grad, reference),
+        grad_identical=torch.equal(grad, reference),
+    )
 
 
 def _interleaved_times(
@@ -214,11 +235,11 @@ def _interleaved_times(
     bar: tqdm,
 ) -> dict[str, list[float]]:
     """Step seconds per variation, measured round-robin on one model and one batch."""
-    model, device = task.model, _device(task)
+    model, device = task.model, task.spec.device
     task.start(0)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr)
-    batch = task.train.batch(range(task.batch_size), device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.spec.lr)
+    batch = task.train.batch(range(task.spec.batch_size), device)
     times: dict[str, list[float]] = {v.name: [] for v in variations}
     torch.manual_seed(0)
     for r in range(rounds):
@@ -235,13 +256,11 @@ def _interleaved_times(
 
 def _mask_elements(task: Task) -> int:
     """Mask elements per step: the bytes of every mask stored at 8 bits (one byte each)."""
-    batch = task.train.batch(range(task.batch_size), _device(task))
+    batch = task.train.batch(range(task.spec.batch_size), task.spec.device)
     task.model.train()  # from_pretrained returns eval mode: with every run read from disk nothing set it
     with applied(task.model, BOOL_REFERENCE):
         _, census = saved_bytes(lambda: task.model(**batch).loss)
-    # Masks are PackedBools, or plain packed uint8 rows (the attention core's dropout bits): as
-    # `probes.step_memory` counts mask_bytes.
-    return census.packed_bytes + census.bytes_by_dtype.get(torch.uint8, 0)
+    return census.mask_bytes
 
 
 def _run_task(
@@ -258,7 +277,7 @@ def _run_task(
                 store.get(
                     f"exp-1/{task.name}/{variation.name}-seed{seed}",
                     task.config,
-                    lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar),
+                    lambda v=variation, k=seed: _one_run(task, v, k, baseline_grad, bar).as_dict(),
                 )
             )
             if len(store.computed) == before:
@@ -281,7 +300,7 @@ def _run_task(
         "task": task.name,
         "model": type(task.model).__name__,
         "config": task.config,
-        "batch_size": task.batch_size,
+        "batch_size": task.spec.batch_size,
         "steps": task.steps,
         "train_size": len(task.train),
         "val_size": len(task.val),
@@ -302,7 +321,7 @@ def run_exp1(s: Exp1Settings, *, progress: bool = True, store: RunStore | None =
     results = {}
     for name in s.tasks:
         bar.set_postfix_str(f"{name}: loading model and data")
-        task = TASKS[name](s)
+        task = s.task(name)
         bar.total += len(variations) * (len(s.seeds) * (task.steps + 1) + s.timing_rounds * s.timing_steps)
         results[name] = _run_task(s, task, variations, store, bar)
     bar.close()

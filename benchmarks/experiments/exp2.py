@@ -10,7 +10,7 @@ step (peak memory and saved bytes) after the optimizer state exists.
   `search_batch`) whose step peaks under `budget_mb`, per variation; then a configuration that
   fits packed but not baseline, both measured.
 - systems: what a user short of memory would otherwise pick, on the real pretrained model
-  (`benchmarks.toolbox` variants: gradient checkpointing, torch.compile, bf16 autocast, each alone
+  (`benchmarks.kit.toolbox` variants: gradient checkpointing, torch.compile, bf16 autocast, each alone
   and with packing, packing alone, stock): peak bytes, bytes retained after the forward (a
   saved-tensor census cannot see inside checkpoints or compiled graphs) and step time, timed in
   interleaved rounds; then the largest batch each fits under `system_budget_mb`. The compiled
@@ -33,11 +33,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.kit.probes import step_memory
+from benchmarks.kit.training import model_from_config, random_batch, train_step
+
 from .budget import Search, largest_fitting
 from .machine import machine_info
-from .probes import step_memory
 from .resume import RunStore
-from .training import model_from_config, random_batch, train_step
 from .variations import BASELINE, Variation, applied, parse_variations
 
 __all__ = ["Exp2Settings", "run_exp2"]
@@ -226,7 +227,7 @@ def _showcase(
 
 def _system_search(s: Exp2Settings, name: str, budget: int) -> Search:
     """Largest batch at `system_seq` whose tracked step of toolbox variant `name` fits `budget`."""
-    from benchmarks.toolbox import build
+    from benchmarks.kit.toolbox import build
 
     model = build(name, s.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # weights fixed, optimizer state real
@@ -246,7 +247,7 @@ def _system_search(s: Exp2Settings, name: str, budget: int) -> Search:
 
 def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> dict[str, Any]:
     """Interleaved timing and memory of every toolbox variant in `s.systems`, then its budget search."""
-    from benchmarks.toolbox import interleaved
+    from benchmarks.kit.toolbox import interleaved
 
     config = {k: getattr(s, k) for k in ("systems", "system_batch", "system_seq", "system_rounds", "device")}
     rows = store.get(

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from .analysis import exp1_rows, pareto_front  # noqa: E402
+from .records import Exp1Run  # noqa: E402
 from .variations import BASELINE  # noqa: E402
 
 __all__ = ["PLOTS", "loss_curves", "max_size", "memory_vs_batch", "memory_vs_seq", "pareto", "throughput"]
@@ -79,17 +80,18 @@ def loss_curves(exp1: dict[str, Any], path: Path) -> Path | None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for col, (task_name, task) in enumerate(tasks.items()):
         ax_loss, ax_val = axes[0][col], axes[1][col]
+        runs = [Exp1Run.from_dict(r) for r in task["runs"]]
         for i, name in enumerate(_variations(task["runs"])):
-            for j, run in enumerate(r for r in task["runs"] if r["variation"] == name):
+            for j, run in enumerate(r for r in runs if r.variation == name):
                 style = dict(
                     ls=_STYLES[i % 6],
                     color=colors[j % len(colors)],
                     lw=2.5 if name == BASELINE else 1.2,
                     alpha=0.8,
-                    label=f"{name} (seed {run['seed']})",
+                    label=f"{name} (seed {run.seed})",
                 )
-                ax_loss.plot(range(1, len(run["losses"]) + 1), run["losses"], **style)
-                ax_val.plot(*zip(*run["val_curve"], strict=True), marker=".", **style)
+                ax_loss.plot(range(1, len(run.losses) + 1), run.losses, **style)
+                ax_val.plot(*zip(*run.val_curve, strict=True), marker=".", **style)
         ax_loss.set(
             xlabel="step", ylabel="training loss", title=f"{task_name}: loss (colour: seed, style: variation)"
         )

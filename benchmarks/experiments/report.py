@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import baseline_peak, criteria, exp1_rows, exp2_rows, hypotheses, pareto_front
+from .records import Exp1Run
 from .variations import BASELINE
 
 __all__ = ["write_report"]
@@ -325,7 +326,7 @@ def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
         "",
         f"### What else a user short of memory would pick (batch {s['system_batch']}, seq {s['system_seq']})",
         "",
-        "The real pretrained model (`benchmarks.toolbox` variants), stock default attention; "
+        "The real pretrained model (`benchmarks.kit.toolbox` variants), stock default attention; "
         f"{s['system_rounds']} interleaved rounds of one step per variant (rotated order). retained: bytes made by",
         "the forward and still alive after it (what the graph keeps for backward, checkpoint-held inputs",
         f"included). time ratio: median over rounds of step time / `{base['variant']}`'s. Pareto: no other variant",
@@ -415,7 +416,7 @@ def _csv_files(results: dict[str, Any], out: Path) -> None:
                 "",
                 {"task": name}
                 | {k: v for k, v in r.items() if k not in ("losses", "step_times_s", "val_curve")}
-                | {"final_loss": r["losses"][-1]},
+                | {"final_loss": Exp1Run.from_dict(r).losses[-1]},
             )
             for name, t in tasks.items()
             for r in t["runs"]

@@ -95,7 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default=None,
-        help="exp-2 system variants (benchmarks.toolbox names), comma-separated; '' for none",
+        help="exp-2 system variants (benchmarks.kit.toolbox names), comma-separated; '' for none",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

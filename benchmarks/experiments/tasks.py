@@ -6,8 +6,12 @@
   64, 4 layers, dropout 0.1 on hidden states and attention) trained from scratch on scikit-learn's
   digits; a seed draws all its weights. It shows the result is not BERT-only.
 
+Each task takes a `TaskSpec` (how it is trained and evaluated); the text task also a `TextSource`
+(which model on which data); `Exp1Settings` makes both from its fields.
+
 Example:
-    >>> task = text_task(Exp1Settings.quick())
+    >>> s = Exp1Settings.quick()
+    >>> task = text_task(s.task_spec("text"), s.text_source())
     >>> task.start(0)                        # seed 0's starting weights, on task.model
     >>> task.model(**task.train.batch(range(4))).loss
 """
@@ -15,18 +19,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .training import Examples, load_data, load_digits, load_model, reset_head
+from benchmarks.kit.training import Examples, load_data, load_digits, load_model, reset_head
 
-if TYPE_CHECKING:
-    from .exp1 import Exp1Settings
-
-__all__ = ["Task", "image_task", "text_task"]
+__all__ = ["Task", "TaskSpec", "TextSource", "image_task", "text_task"]
 
 # The digits split (1,797 images): test and val sizes, the rest (1,297) trains.
 DIGITS_TEST, DIGITS_VAL = 300, 200
@@ -44,9 +45,49 @@ VIT = dict(
 )
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a task is trained (`batch_size`, AdamW `lr`, `epochs` passes over train or, when set,
+    exactly `steps`) and evaluated (at `val_points` points, `eval_batch` at a time; the first
+    `warmup` steps untimed), with which baseline attention implementation, on which device."""
+
+    batch_size: int
+    epochs: float
+    steps: int | None
+    lr: float
+    val_points: int
+    warmup: int
+    eval_batch: int
+    baseline_attn: str
+    device: str
+
+    def steps_on(self, train: Examples) -> int:
+        """`steps` when set, else `epochs` passes over `train` (the last partial batch wraps around)."""
+        return (
+            self.steps
+            if self.steps is not None
+            else max(1, round(self.epochs * len(train) / self.batch_size))
+        )
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Which pretrained `model` is fine-tuned on which `dataset`, tokenized to `seq_len`, and its
+    fixed split: a `held_out` fraction set aside, of which `val_limit` then `test_limit`
+    examples; `train_limit` caps train (`training.load_data`)."""
+
+    model: str
+    dataset: str
+    seq_len: int
+    train_limit: int | None
+    val_limit: int | None
+    test_limit: int | None
+    held_out: float
+
+
 @dataclass
 class Task:
-    """One model on one data split, and how it is trained (`steps` of `batch_size`, AdamW `lr`).
+    """One model on one data split, trained `steps` steps as `spec` says.
 
     `config` lists everything a run's result depends on besides variation and seed (it is hashed
     to decide whether a run on disk can be reused); `start(seed)` loads that seed's initial weights.
@@ -57,32 +98,36 @@ class Task:
     train: Examples
     val: Examples
     test: Examples
-    batch_size: int
+    spec: TaskSpec
     steps: int
-    lr: float
-    eval_every: int
     start: Callable[[int], None]
     config: dict[str, Any]
 
+    @property
+    def eval_every(self) -> int:
+        """Steps between two validation points."""
+        return max(1, self.steps // self.spec.val_points)
 
-def _steps(s: Exp1Settings, epochs: float, batch_size: int, train: Examples) -> int:
-    """`s.steps` when set, else `epochs` passes over `train` (the last partial batch wraps around)."""
-    return s.steps if s.steps is not None else max(1, round(epochs * len(train) / batch_size))
+
+def _spec_config(spec: TaskSpec, steps: int) -> dict[str, Any]:
+    """What of `spec` a run depends on, with the steps it resolves to."""
+    names = ("batch_size", "epochs", "lr", "val_points", "warmup", "eval_batch", "baseline_attn", "device")
+    return {name: getattr(spec, name) for name in names} | {"steps": steps}
 
 
-def text_task(s: Exp1Settings) -> Task:
-    """`s.model` fine-tuned on `s.dataset`: fixed split (`held_out`, `val_limit`, `test_limit`)."""
-    model, tokenizer = load_model(s.model)
-    model.set_attn_implementation(s.baseline_attn)
-    model.to(s.device)
+def text_task(spec: TaskSpec, source: TextSource) -> Task:
+    """`source.model` fine-tuned on `source.dataset`, on its fixed split."""
+    model, tokenizer = load_model(source.model)
+    model.set_attn_implementation(spec.baseline_attn)
+    model.to(spec.device)
     train, val, test = load_data(
         tokenizer,
-        s.dataset,
-        seq_len=s.seq_len,
-        train_limit=s.train_limit,
-        val_limit=s.val_limit,
-        test_limit=s.test_limit,
-        held_out=s.held_out,
+        source.dataset,
+        seq_len=source.seq_len,
+        train_limit=source.train_limit,
+        val_limit=source.val_limit,
+        test_limit=source.test_limit,
+        held_out=source.held_out,
     )
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -90,79 +135,28 @@ def text_task(s: Exp1Settings) -> Task:
         model.load_state_dict(pretrained)
         reset_head(model, seed)
 
-    steps = _steps(s, s.epochs, s.batch_size, train)
-    config = {
-        k: getattr(s, k)
-        for k in (
-            "model",
-            "dataset",
-            "seq_len",
-            "train_limit",
-            "val_limit",
-            "test_limit",
-            "held_out",
-            "epochs",
-            "warmup",
-            "eval_batch",
-            "baseline_attn",
-            "device",
-        )
-    }
-    return Task(
-        "text",
-        model,
-        train,
-        val,
-        test,
-        s.batch_size,
-        steps,
-        s.lr,
-        max(1, steps // s.val_points),
-        start,
-        config | {"batch_size": s.batch_size, "steps": steps, "lr": s.lr, "val_points": s.val_points},
-    )
+    steps = spec.steps_on(train)
+    config = asdict(source) | _spec_config(spec, steps)
+    return Task("text", model, train, val, test, spec, steps, start, config)
 
 
-def image_task(s: Exp1Settings) -> Task:
-    """A ViT (`VIT`) trained from scratch on the digits for `s.image_epochs` epochs."""
+def image_task(spec: TaskSpec) -> Task:
+    """A ViT (`VIT`) trained from scratch on the digits."""
     from transformers import ViTConfig, ViTForImageClassification
 
     config = ViTConfig(**VIT)
     torch.manual_seed(0)
     model = ViTForImageClassification(config)
-    model.set_attn_implementation(s.baseline_attn)
-    model.to(s.device)
+    model.set_attn_implementation(spec.baseline_attn)
+    model.to(spec.device)
     train, val, test = load_digits(DIGITS_VAL, DIGITS_TEST)
 
     def start(seed: int) -> None:
         torch.manual_seed(seed)
         model.load_state_dict(ViTForImageClassification(config).state_dict())
 
-    steps = _steps(s, s.image_epochs, s.image_batch, train)
-    run_config = {
-        "vit": VIT,
-        "digits_val": DIGITS_VAL,
-        "digits_test": DIGITS_TEST,
-        "epochs": s.image_epochs,
-        "batch_size": s.image_batch,
-        "steps": steps,
-        "lr": s.image_lr,
-        "val_points": s.val_points,
-        "warmup": s.warmup,
-        "eval_batch": s.eval_batch,
-        "baseline_attn": s.baseline_attn,
-        "device": s.device,
-    }
-    return Task(
-        "image",
-        model,
-        train,
-        val,
-        test,
-        s.image_batch,
-        steps,
-        s.image_lr,
-        max(1, steps // s.val_points),
-        start,
-        run_config,
+    steps = spec.steps_on(train)
+    run_config = {"vit": VIT, "digits_val": DIGITS_VAL, "digits_test": DIGITS_TEST} | _spec_config(
+        spec, steps
     )
+    return Task("image", model, train, val, test, spec, steps, start, run_config)

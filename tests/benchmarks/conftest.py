@@ -16,9 +16,9 @@ import torch
 
 from benchmarks.experiments.exp1 import Exp1Settings, run_exp1
 from benchmarks.experiments.exp2 import MIB, Exp2Settings, _systems, run_exp2
-from benchmarks.experiments.probes import step_memory
 from benchmarks.experiments.resume import RunStore
-from benchmarks.experiments.training import model_from_config, random_batch, train_step
+from benchmarks.kit.probes import step_memory
+from benchmarks.kit.training import model_from_config, random_batch, train_step
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from benchmarks.sources import minilm_path
+    from benchmarks.kit.sources import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
     config = BertConfig(

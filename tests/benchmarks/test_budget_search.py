@@ -9,8 +9,8 @@ import torch
 
 from benchmarks.experiments.analysis import criteria, exp2_rows
 from benchmarks.experiments.budget import largest_fitting
-from benchmarks.experiments.probes import step_memory
-from benchmarks.experiments.training import model_from_config, random_batch, train_step
+from benchmarks.kit.probes import step_memory
+from benchmarks.kit.training import model_from_config, random_batch, train_step
 from bittensor_core.errors import PackedBoolValueError
 
 CONSTANT_TABLES = 64 * 1024

@@ -99,7 +99,7 @@ def test_exp1_rows_from_the_real_run(text_task: dict[str, Any]) -> None:
     # that costs more than 1-bit packing; on real sizes it is far less (see docs/results.md).
     # The census sees 6: the attention cores' states (one per layer) are inputs of their
     # non-reentrant checkpoint, held by its closure where saved-tensor hooks cannot see them
-    # (benchmarks.memory.retained_after_forward counts them).
+    # (benchmarks.kit.memory.retained_after_forward counts them).
     assert seeded["mask_bytes"] == 6 * torch.get_rng_state().numel()
     for row in (one, four, seeded):
         assert row["saved_bytes"] < base["saved_bytes"] and row["saved_saving"] > 0

@@ -1,4 +1,4 @@
-"""benchmarks.memory: peak bytes (CPU MemTracker, CUDA allocator) and saved bytes, on real tensors."""
+"""benchmarks.kit.memory: peak bytes (CPU MemTracker, CUDA allocator) and saved bytes, on real tensors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from benchmarks.memory import peak_memory, retained_after_forward, saved_bytes
+from benchmarks.kit.memory import peak_memory, retained_after_forward, saved_bytes
 from bittensor_core import PackedBool
 
 ROWS, COLS = 64, 1000  # 64 000 bool bytes, 8 000 packed bytes

@@ -12,7 +12,7 @@ from integrations.huggingface import patch_model
 
 pytest.importorskip("transformers")
 
-from benchmarks.sources import SourceUnavailableError, load_pretrained, sentiment_splits  # noqa: E402
+from benchmarks.kit.sources import SourceUnavailableError, load_pretrained, sentiment_splits  # noqa: E402
 
 STEPS, BATCH = 3, 6
 

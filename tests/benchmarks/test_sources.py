@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import sources
-from benchmarks.sources import (
+from benchmarks.kit import sources
+from benchmarks.kit.sources import (
     SourceUnavailableError,
     load_pretrained,
     load_text_classification,

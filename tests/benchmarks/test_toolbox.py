@@ -1,4 +1,4 @@
-"""benchmarks.toolbox's checkpointing variants call the installed transformers' names, not deprecated ones."""
+"""benchmarks.kit.toolbox's checkpointing variants call the installed transformers' names, not deprecated ones."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from benchmarks.toolbox import VARIANTS
+from benchmarks.kit.toolbox import VARIANTS
 
 from ..integrations.tiny_models import ARCHS
 

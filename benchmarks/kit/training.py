@@ -50,10 +50,10 @@ class Examples:
 
 
 def load_model(name: str = "all-MiniLM-L6-v2", num_labels: int = 2) -> tuple[nn.Module, object]:
-    """(sequence-classification model, tokenizer) via ``benchmarks.sources.load_pretrained``."""
+    """(sequence-classification model, tokenizer) via ``benchmarks.kit.sources.load_pretrained``."""
     from transformers.utils import logging
 
-    from benchmarks.sources import load_pretrained
+    from benchmarks.kit.sources import load_pretrained
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the "classifier weights newly initialised" load report
@@ -70,7 +70,7 @@ def model_from_config(
     its position table extended to `max_positions`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from benchmarks.sources import MINILM_NAMES, minilm_path
+    from benchmarks.kit.sources import MINILM_NAMES, minilm_path
 
     config = AutoConfig.from_pretrained(str(minilm_path()) if name in MINILM_NAMES else name)
     config.max_position_embeddings = max(config.max_position_embeddings, max_positions)
@@ -120,7 +120,7 @@ def load_data(
         >>> train, val, test = load_data(tokenizer, "rotten-tomatoes-vader", seq_len=64, train_limit=4000,
         ...                              val_limit=500, test_limit=1000, held_out=0.15)
     """
-    from benchmarks.sources import load_text_classification
+    from benchmarks.kit.sources import load_text_classification
 
     train, held = load_text_classification(dataset, seed=seed, val_fraction=held_out, limit=train_limit)
     val = held[:val_limit]
@@ -131,7 +131,7 @@ def load_data(
 def load_digits(val: int, test: int, seed: int = 0) -> tuple[Examples, Examples, Examples]:
     """(train, val, test) of scikit-learn's 8x8 digits as ``pixel_values`` (N, 1, 8, 8): a fixed
     shuffle by `seed`, the first `test` images test, the next `val` val, the rest train."""
-    from benchmarks.sources import digits_images
+    from benchmarks.kit.sources import digits_images
 
     images, labels = digits_images()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))

@@ -11,8 +11,8 @@ times them interleaved (one step of each variant per round, the order rotating e
 prints per variant the median step time, the median of the per-round time ratio to ``native``,
 retained-after-forward bytes and peak bytes:
 
-    python -m benchmarks.toolbox --batch 16 --seq 256 --rounds 9
-    python -m benchmarks.toolbox --variants native,checkpointing,checkpointing+patch --rounds 15
+    python -m benchmarks.kit.toolbox --batch 16 --seq 256 --rounds 9
+    python -m benchmarks.kit.toolbox --variants native,checkpointing,checkpointing+patch --rounds 15
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmarks.experiments.probes import step_memory, timed_step
-from benchmarks.experiments.training import load_model, random_batch, train_step
-from benchmarks.memory import retained_after_forward
+from benchmarks.kit.memory import retained_after_forward
+from benchmarks.kit.probes import step_memory, timed_step
+from benchmarks.kit.training import load_model, random_batch, train_step
 
 
 def _checkpointing(model: nn.Module) -> nn.Module:
@@ -72,7 +72,7 @@ VARIANTS: dict[str, tuple[Callable[[nn.Module], nn.Module], ...]] = {
 
 def build(variant: str, device: torch.device | str = "cpu") -> nn.Module:
     """The real all-MiniLM-L6-v2 in training mode on `device`, turned into `variant`
-    (raises `benchmarks.sources.SourceUnavailableError` where the model package is missing)."""
+    (raises `benchmarks.kit.sources.SourceUnavailableError` where the model package is missing)."""
     torch.manual_seed(0)  # the fresh classification head
     model, _ = load_model("all-MiniLM-L6-v2", num_labels=2)
     model.to(device).train()

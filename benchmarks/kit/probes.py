@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from benchmarks.memory import peak_memory, saved_bytes
-
-from .training import train_step
+from benchmarks.kit.memory import peak_memory, saved_bytes
+from benchmarks.kit.training import train_step
 
 __all__ = ["StepMemory", "dropout_saved_bytes", "step_memory", "synchronize", "timed_step"]
 
@@ -52,8 +51,8 @@ class StepMemory:
         peak_bytes: peak live bytes (params, grads, optimizer state, activations, temporaries).
         saved_bytes: bytes autograd saved for backward in the forward pass.
         packed_bytes: of which PackedBool masks.
-        mask_bytes: stored masks: PackedBool bytes plus uint8 tensors (the generator states a
-            seeded mask keeps); 0 for a stock model, whose masks are plain float / bool tensors.
+        mask_bytes: stored masks (``SavedTensorCensus.mask_bytes``); 0 for a stock model, whose
+            masks are plain float / bool tensors.
     """
 
     peak_bytes: int
@@ -84,8 +83,7 @@ def step_memory(
         return census
 
     census, peak = peak_memory(step, model, optimizer, *batch.values(), device=device)
-    uint8 = census.bytes_by_dtype.get(torch.uint8, 0)
-    return StepMemory(peak, census.total_bytes, census.packed_bytes, census.packed_bytes + uint8)
+    return StepMemory(peak, census.total_bytes, census.packed_bytes, census.mask_bytes)
 
 
 def dropout_saved_bytes(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:

@@ -19,7 +19,7 @@ The text cache lives in ``$PACKEDBOOL_CACHE`` (default ``~/.cache/packedbool``).
 reachable, ``load_pretrained`` and ``load_text_classification`` also take hub names.
 
 Example:
-    >>> from benchmarks.sources import load_pretrained, sentiment_splits
+    >>> from benchmarks.kit.sources import load_pretrained, sentiment_splits
     >>> model, tokenizer = load_pretrained(num_labels=2)
     >>> train, val = sentiment_splits(seed=0, limit=2000)
     >>> text, label = train[0]
