@@ -77,6 +77,17 @@ class DropPath(nn.Module):
         self.p = check_p(p, "drop path")
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
 
+    @classmethod
+    def from_options(cls, options: MaskStorage, p: float = 0.0) -> DropPath:
+        """A DropPath keeping its mask as `options` says (what integrations pass whole).
+
+        Example:
+            >>> drop = DropPath.from_options(MaskStorage(storage="seeded"), 0.1)
+        """
+        module = cls(p)
+        module.options = options
+        return module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path_with(self.options, x, self.p, self.training)
 

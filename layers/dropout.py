@@ -128,6 +128,17 @@ class PackedDropout(nn.Dropout):
         super().__init__(check_p(p), inplace)  # check_p: nn.Dropout lets NaN through
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
 
+    @classmethod
+    def from_options(cls, options: MaskStorage, p: float = 0.5, inplace: bool = False) -> PackedDropout:
+        """A PackedDropout keeping its mask as `options` says (what integrations pass whole).
+
+        Example:
+            >>> drop = PackedDropout.from_options(MaskStorage(bits=2), 0.1)
+        """
+        module = cls(p, inplace)
+        module.options = options
+        return module
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return dropout_with(self.options, input, self.p, self.training, self.inplace)
 

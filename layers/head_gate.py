@@ -49,6 +49,19 @@ class HeadGate(nn.Module):
         self.options = MaskStorage(bits=bits, unpack=unpack, storage=storage, sampler=sampler)
         self.register_buffer("head_mask", None if head_mask is None else self._check_head_mask(head_mask))
 
+    @classmethod
+    def from_options(
+        cls, options: MaskStorage, num_heads: int, p: float = 0.0, *, head_mask: torch.Tensor | None = None
+    ) -> HeadGate:
+        """A HeadGate keeping its mask as `options` says (what integrations pass whole).
+
+        Example:
+            >>> gate = HeadGate.from_options(MaskStorage(bits=2), 12, p=0.1)
+        """
+        module = cls(num_heads, p, head_mask=head_mask)
+        module.options = options
+        return module
+
     def _check_head_mask(self, head_mask: torch.Tensor) -> torch.Tensor:
         if head_mask.dtype != torch.bool and not head_mask.is_floating_point():
             raise PackedBoolTypeError(f"head_mask must be bool or 0/1 float, got dtype={head_mask.dtype}.")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bittensor_core import PackedBoolTypeError, PackedBoolValueError
-from layers import DropPath, HeadGate, drop_path
+from layers import DropPath, HeadGate, MaskStorage, PackedDropout, drop_path
 
 from .helpers import bits_equal, leaf, saved_bytes
 
@@ -101,3 +101,14 @@ def test_head_gate_errors() -> None:
         HeadGate(4, p=-0.1)
     with pytest.raises(PackedBoolValueError, match="num_heads"):
         HeadGate(0)
+
+
+def test_from_options_takes_the_mask_options_whole() -> None:
+    options = MaskStorage(bits=2, storage="seeded")
+    modules = [
+        PackedDropout.from_options(options, 0.1, True),
+        DropPath.from_options(options, 0.2),
+        HeadGate.from_options(options, 4, p=0.3),
+    ]
+    assert all(m.options is options for m in modules)
+    assert (modules[0].p, modules[0].inplace, modules[1].p, modules[2].num_heads) == (0.1, True, 0.2, 4)
