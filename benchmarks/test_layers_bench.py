@@ -30,7 +30,8 @@ from torch import nn
 
 from benchmarks.kit.memory import saved_bytes
 from bittensor_core import PackedBool
-from layers import DropPath, HeadGate, PackedDropout, PackedMoE, noise_scale, packed_attention, packed_noise
+from layers import DropPath, HeadGate, PackedDropout, PackedMoE, noise_scale, packed_attention
+from layers.noise import packed_noise
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DROPOUT_SHAPE = (32, 128, 1200)

@@ -48,8 +48,7 @@ def unpack_scaled(
 
 
 def constant(value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """A 0-dim constant. While compiling it is built on ``aten.empty``, which AOTAutograd's CSE never
-    merges: a constant merged across two checkpointed layers would be saved (MUST_SAVE) for backward."""
+    """A 0-dim constant, built on ``aten.empty`` while tracing: see NOTE (CSE) in layers.checkpointing."""
     if tracing():
         return torch.empty((), dtype=dtype, device=device).fill_(value)
     return torch.full((), value, dtype=dtype, device=device)

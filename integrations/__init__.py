@@ -10,7 +10,8 @@ names below load their module on first use.
   experts functions they register live in `integrations.hf_attention` and `integrations.hf_moe`
   (registry names: `integrations.hf_registry`), functional dropout routing in
   `integrations.functional_dropout`, the include / exclude patterns in `integrations.module_filter`.
-- `flash_attention`, `can_delegate`: flash-attn delegation, `integrations.flash_attn`.
+- `flash_attention`, `can_delegate`: flash-attn delegation, `layers.flash_attn` (a kernel the packed
+  attention chooses, so it lives below the layers; named here for users of the integrations).
 
 Example:
     >>> from integrations import patch_model
@@ -27,8 +28,8 @@ _EXPORTS = {
     "unpatch_model": "huggingface",
     "report": "huggingface",
     "PatchReport": "huggingface",
-    "flash_attention": "flash_attn",
-    "can_delegate": "flash_attn",
+    "flash_attention": "layers.flash_attn",
+    "can_delegate": "layers.flash_attn",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -37,7 +38,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'integrations' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    module = _EXPORTS[name]  # a dotted name is another package's module
+    return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:

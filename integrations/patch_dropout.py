@@ -25,14 +25,7 @@ from .patch_kind import RAN, Patch, Scope, mark_ran, put_back
 
 def packed_replacement(module: nn.Dropout, options: MaskStorage) -> PackedDropout:
     """The `PackedDropout` that takes `module`'s place: its p, inplace flag and train / eval mode."""
-    return PackedDropout(
-        module.p,
-        module.inplace,
-        bits=options.bits,
-        unpack=options.unpack,
-        storage=options.storage,
-        sampler=options.sampler,
-    ).train(module.training)
+    return PackedDropout.from_options(options, module.p, module.inplace).train(module.training)
 
 
 @dataclass

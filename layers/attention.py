@@ -28,7 +28,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from bittensor_core import PackedBool, kernels, unpack_scaled
+from bittensor_core import PackedBool, kernels, plain_bool, unpack_scaled
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .attention_core import sdpa_math
@@ -179,11 +179,6 @@ def attention_dropout(
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
     return drop, drop.draw(query)
-
-
-def plain_bool(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """`mask` as a plain tensor: a PackedBool unpacked, anything else (bool, float, None) as is."""
-    return mask.unpack() if isinstance(mask, PackedBool) else mask
 
 
 @dataclass(frozen=True)

@@ -181,13 +181,13 @@ def test_masks_reach_the_attention_packed(monkeypatch: pytest.MonkeyPatch) -> No
     from integrations import hf_attention
 
     seen = []
-    original = hf_attention.packed_attention
+    original = hf_attention.attention_with
 
     def spy(*args, **kwargs):
         seen.append(kwargs["attn_mask"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(hf_attention, "packed_attention", spy)
+    monkeypatch.setattr(hf_attention, "attention_with", spy)
     arch = ARCHS["gpt2"]
     model = arch.model()
     patch_model(model)

@@ -10,18 +10,16 @@ from torch.utils.checkpoint import checkpoint
 from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError, SavedTensorCensus
 from layers import (
     BernoulliMask,
-    CombineMask,
-    DispatchMask,
     DropPath,
     HeadGate,
     MaskStorage,
     PackedDropout,
-    ProbsDropoutMatmul,
     apply_mask,
     packed_attention,
     packed_dropout,
 )
-from layers.moe import Membership
+from layers.moe import CombineMask, DispatchMask, Membership
+from layers.probs_dropout_matmul import ProbsDropoutMatmul
 
 from .helpers import bits_equal, leaf
 
