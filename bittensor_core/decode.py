@@ -13,6 +13,7 @@ from functools import lru_cache
 import torch
 
 from .layout import last_dim, per_byte
+from .tracing import tracing
 
 
 def unpack_scaled(
@@ -33,7 +34,7 @@ def unpack_scaled(
         >>> unpack_scaled(pb.packed, pb.shape, 1, torch.tensor(2.0))
         tensor([[2., 0., 2.]])
     """
-    if torch.compiler.is_compiling():
+    if tracing():
         rows = _traced_rows(packed, bits, scale)
     else:
         rows = _table(bits, scale, packed.device).index_select(
@@ -41,7 +42,7 @@ def unpack_scaled(
         )  # (bytes, 8 // bits)
     cols = last_dim(shape)
     rows = rows.view(*packed.shape[:-1], packed.shape[-1] * per_byte(bits))  # not -1: may be empty
-    if torch.compiler.is_compiling() or rows.shape[-1] != cols:  # drop the row padding (no size guard)
+    if tracing() or rows.shape[-1] != cols:  # drop the row padding (no size guard)
         rows = rows[..., :cols]
     return rows.reshape(shape)
 
@@ -49,7 +50,7 @@ def unpack_scaled(
 def constant(value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A 0-dim constant. While compiling it is built on ``aten.empty``, which AOTAutograd's CSE never
     merges: a constant merged across two checkpointed layers would be saved (MUST_SAVE) for backward."""
-    if torch.compiler.is_compiling():
+    if tracing():
         return torch.empty((), dtype=dtype, device=device).fill_(value)
     return torch.full((), value, dtype=dtype, device=device)
 

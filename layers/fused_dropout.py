@@ -14,6 +14,7 @@ import torch
 
 from bittensor_core import saved_mask_bytes
 from bittensor_core.kernels import triton_available
+from bittensor_core.tracing import tracing
 
 from .kernels.dropout_params import FUSED_DTYPES, draw_seed
 from .options import MaskStorage
@@ -28,7 +29,7 @@ def can_fuse(x: torch.Tensor, options: MaskStorage, inplace: bool) -> bool:
         and not inplace
         and x.dtype in FUSED_DTYPES
         and triton_available()
-        and not torch.compiler.is_compiling()
+        and not tracing()
     )
 
 

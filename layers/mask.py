@@ -16,6 +16,7 @@ import torch
 from bittensor_core import PackedBool, kernels, packed_shape
 from bittensor_core.kernels import torch_ref
 from bittensor_core.layout import last_dim
+from bittensor_core.tracing import tracing
 
 Shape = torch.Size | tuple[int, ...]
 
@@ -81,7 +82,7 @@ class Mask:
         """
         if _aligned(self.shape, self.bits):
             return self.packed.reshape(-1)
-        if torch.compiler.is_compiling():
+        if tracing():
             return torch_ref.pack_flat(self.unpack().reshape(-1), self.bits)
         return kernels.pack(self.unpack().reshape(-1), self.bits)
 
@@ -91,11 +92,7 @@ class Mask:
         if _aligned(shape, bits):
             return cls(flat.view(packed_shape(shape, bits)), shape, bits, unpack_mode)
         n = math.prod(shape)
-        plain_flat = (
-            torch_ref.unpack_flat(flat, n, bits)
-            if torch.compiler.is_compiling()
-            else kernels.unpack(flat, (n,), bits)
-        )
+        plain_flat = torch_ref.unpack_flat(flat, n, bits) if tracing() else kernels.unpack(flat, (n,), bits)
         return cls.of(plain_flat.view(shape), bits, unpack_mode)
 
 

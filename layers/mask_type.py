@@ -25,6 +25,7 @@ import torch
 
 from bittensor_core import saved_mask_bytes
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
+from bittensor_core.tracing import tracing
 
 from .kept_draw import kept_draw
 from .mask import Mask
@@ -116,13 +117,13 @@ def apply_mask(
             )
         given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
         given, shape = given.packed, given.shape
-    elif storage.seeded and storage.sampler == "exact" and torch.compiler.is_compiling():
+    elif storage.seeded and storage.sampler == "exact" and tracing():
         raise PackedBoolValueError(
             "storage='seeded' with sampler='exact' cannot run under torch.compile (a compiled graph cannot "
             "snapshot and replay torch's generator); use storage='packed' (1 bit per element) or "
             "sampler='fast' (seeded by an 8-byte key)."
         )
-    elif torch.compiler.is_compiling() and not storage.seeded:  # drawn here, so kept (see `kept_draw`)
+    elif tracing() and not storage.seeded:  # drawn here, so kept (see `kept_draw`)
         sampler = get_sampler(storage.sampler)
         shape = mask_type.sample(
             x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")
@@ -182,7 +183,7 @@ def _saved(mask: Mask) -> torch.Tensor:
     """The flat bytes as autograd keeps them: plain uint8 (see `saved_mask_bytes`), marked for the
     census in eager mode (no Python attribute on a tensor inside a traced graph)."""
     flat = mask.flat()
-    return flat if torch.compiler.is_compiling() else saved_mask_bytes(flat)
+    return flat if tracing() else saved_mask_bytes(flat)
 
 
 def _draw_for(sampler: Any, like: torch.Tensor) -> Draw:

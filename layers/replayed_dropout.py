@@ -30,6 +30,7 @@ from contextvars import ContextVar
 import torch
 
 from bittensor_core.errors import PackedBoolValueError
+from bittensor_core.tracing import tracing
 
 from .attention import DropoutSpec
 from .options import MaskStorage, check_floating, check_p
@@ -40,7 +41,7 @@ _ACTIVE: ContextVar[DropoutTape | None] = ContextVar("packedbool_dropout_tape", 
 def active_tape() -> DropoutTape | None:
     """The tape whose `DropoutTape.scope` is running, or None (always while torch.compile traces: no
     scope is opened there, and dynamo cannot read a ContextVar)."""
-    if torch.compiler.is_compiling():
+    if tracing():
         return None
     return _ACTIVE.get()
 

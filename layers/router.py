@@ -16,6 +16,7 @@ from torch import nn
 
 from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
+from bittensor_core.tracing import tracing
 
 from .bernoulli_mask import BernoulliMask
 from .mask import Mask
@@ -54,7 +55,7 @@ def top_k_mask(scores: torch.Tensor, top_k: int) -> torch.Tensor:
 def public_mask(mask: Mask) -> PackedBool | Mask:
     """The routing mask handed to callers: a PackedBool in eager mode; while compiling the `Mask`
     itself (same ``packed`` / ``shape`` / ``bits`` / ``unpack()``), as dynamo cannot build the subclass."""
-    if torch.compiler.is_compiling():
+    if tracing():
         return mask
     return PackedBool.from_packed(mask.packed, mask.shape, bits=mask.bits)
 

@@ -13,12 +13,13 @@ from types import ModuleType
 
 import torch
 
+from ..tracing import tracing
 from . import torch_ref
 
 
 def _is_eager(t: torch.Tensor) -> bool:
     # FakeTensor / FunctionalTensor are subclasses: numpy and Triton cannot see their data.
-    return type(t) is torch.Tensor and not torch.compiler.is_compiling()
+    return type(t) is torch.Tensor and not tracing()
 
 
 @cache

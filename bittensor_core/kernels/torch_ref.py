@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..layout import last_dim, num_rows, packed_shape, per_byte, row_bytes
+from ..tracing import tracing
 
 # Multiplying 8 little-endian 0/1 bytes (one int64) by this moves byte j's bit to bit 56 + j.
 _GATHER_BITS = 0x0102040810204080
@@ -24,16 +25,14 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     cols, k = last_dim(mask.shape), per_byte(bits)
     nbytes = row_bytes(cols, bits)
     rows = mask.reshape(num_rows(mask.shape), cols).view(torch.uint8)
-    if (
-        torch.compiler.is_compiling() or nbytes * k != cols
-    ):  # compiling: no guard on the size (dynamic shapes)
+    if tracing() or nbytes * k != cols:  # compiling: no guard on the size (dynamic shapes)
         rows = F.pad(rows, (0, nbytes * k - cols))
     if bits == 8:
         return rows.clone().view(packed_shape(mask.shape, bits))
     groups = rearrange(rows, "row (byte field) -> row byte field", field=k)
     if bits == 1:
         # (storage_offset() cannot be traced inside an autograd.Function: copy while compiling)
-        if torch.compiler.is_compiling() or groups.storage_offset() % 8 or not groups.is_contiguous():
+        if tracing() or groups.storage_offset() % 8 or not groups.is_contiguous():
             # clone, not contiguous(): a contiguous view would keep its misaligned offset
             groups = groups.clone(memory_format=torch.contiguous_format)
         word = groups.view(torch.int64).squeeze(-1)
@@ -50,7 +49,7 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
     cols = last_dim(shape)
     fields = torch.stack([(packed >> (i * bits)) & 1 for i in range(per_byte(bits))], dim=-1)
     flat = rearrange(fields, "... byte field -> ... (byte field)")
-    if torch.compiler.is_compiling() or flat.shape[-1] != cols:  # compiling: no guard on the size
+    if tracing() or flat.shape[-1] != cols:  # compiling: no guard on the size
         flat = flat[..., :cols]
     # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
     return (flat != 0).reshape(shape)
