@@ -3,8 +3,6 @@
 `PackedBool` is the tensor subclass, `pack_saved_bools` packs every bool tensor autograd saves.
 `packed_from_random_bytes` / `causal_rows` build packed rows directly and `unpack_scaled` decodes
 them to a {0, scale} float tensor, so layers build and read masks without writing bytes themselves.
-`bittensor_core.packed_mask.Mask` is the mask the layers carry from draw to backward; `plain_bool`
-turns any mask (bool tensor, PackedBool, Mask) into a plain bool tensor.
 """
 
 from . import ops as _ops  # noqa: F401  (fills the dispatch table)
@@ -22,7 +20,6 @@ from .errors import (
 )
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, row_bytes
 from .packed_bool import PackedBool
-from .packed_mask import plain_bool
 from .saved_bools import pack_saved_bools
 
 implements = PackedBool.implements  # register a packed-bytes handler: `@implements(aten.op.overload)`
@@ -43,7 +40,6 @@ __all__ = [
     "packed_from_random_bytes",
     "pack_saved_bools",
     "packed_shape",
-    "plain_bool",
     "row_bytes",
     "saved_mask_bytes",
     "unpack_scaled",

@@ -52,11 +52,6 @@ def num_rows(shape: torch.Size | tuple[int, ...]) -> int:
     return math.prod(shape[:-1])
 
 
-def fills_bytes(shape: torch.Size | tuple[int, ...], bits: int) -> bool:
-    """Rows fill whole bytes, so the rows' bytes, flattened, are also the packing of the flattened mask."""
-    return last_dim(shape) * bits % 8 == 0
-
-
 def packed_shape(shape: torch.Size | tuple[int, ...], bits: int) -> tuple[int, ...]:
     lead = tuple(shape[:-1]) if len(shape) else ()
     return (*lead, row_bytes(last_dim(shape), bits))

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import torch
 
-from bittensor_core import plain_bool
-from bittensor_core.packed_mask import Mask
+from bittensor_core import PackedBool
 
+from .mask import Mask, plain
 from .mask_type import Draw, MaskType, Shape
-from .noise import noise_scale
+from .noise import noise_scale, packed_noise
 
 
 class BernoulliMask(MaskType):
@@ -50,14 +50,16 @@ class BernoulliMask(MaskType):
     def noise(self, mask: Mask | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``mask / (1 - p)`` in like's dtype: F.dropout's noise tensor (mask's shape)."""
         scale = noise_scale(self.p if self.rescale else 0.0, like.dtype, like.device)
-        if isinstance(mask, Mask) and mask.numel() == like.numel():  # full-size: decode the bytes in one pass
-            return mask.scaled(scale)
-        return plain_bool(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
+        if (
+            isinstance(mask, (Mask, PackedBool)) and mask.numel() == like.numel()
+        ):  # full-size: decode the bytes in one pass
+            return packed_noise(mask, scale)
+        return plain(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
 
     def sample(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         mask = draw(x.shape if self.shape_of is None else self.shape_of(x), 1.0 - self.p)
         if self.keep_only is not None:
-            mask = plain_bool(mask) & self.keep_only.to(mask.device)
+            mask = plain(mask) & self.keep_only.to(mask.device)
         return mask
 
     def apply(self, mask: torch.Tensor, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,8 @@ A `MaskType` says three things about a binary mask:
 - `apply`: what forward computes from the mask and the inputs;
 - `grad`: what backward computes from the mask, the output gradient and whatever `save` kept.
 
-`apply_mask` runs a mask type through `MaskFunction`, which packs the mask once into a
-`bittensor_core.packed_mask.Mask` and keeps its bytes for backward as they are (width and unpack
-mode chosen by the caller) or, for ``storage="seeded"``, only
+`apply_mask` runs a mask type through `MaskFunction`, which keeps the mask for backward as plain
+packed uint8 bytes (width and unpack mode chosen by the caller) or, for ``storage="seeded"``, only
 the sampler's key. Both go through ``ctx.save_for_backward``, so saved-tensor hooks (checkpointing,
 `save_on_cpu` offloading, `SavedTensorCensus`) see and manage them. The Function holds no tensor
 subclass, so torch.compile traces it into the model's graph (docs/compile.md). See
@@ -24,11 +23,12 @@ from typing import Any
 
 import torch
 
+from bittensor_core import saved_mask_bytes
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
-from bittensor_core.packed_mask import Mask
 from bittensor_core.tracing import tracing
 
 from .kept_draw import kept_draw
+from .mask import Mask
 from .options import MaskStorage
 from .samplers import get_sampler
 
@@ -67,9 +67,8 @@ class MaskType(ABC):
         """Forward: the output from the mask and the inputs.
 
         `mask` (here and in `grad`) is a `Mask` of the mask's shape: call ``mask.unpack()`` for
-        the bool tensor, ``mask.scaled(s)`` for ``mask * s`` decoded straight from the bytes
-        (`layers.noise.packed_noise` does), or read ``mask.bytes`` (the flattened mask, packed) or
-        ``mask.packed`` (layout rows). ``mask.shape``, ``mask.bits``, ``mask.numel()`` as usual.
+        the bool tensor, or read ``mask.packed`` (uint8 rows) to work on the bytes
+        (`layers.noise.packed_noise` does). ``mask.shape``, ``mask.bits``, ``mask.numel()`` as usual.
         """
 
     @abstractmethod
@@ -105,7 +104,7 @@ def apply_mask(
         >>> out = apply_mask(BernoulliMask(p=0.1, shape_of=lambda x: x.shape), torch.randn(4, 8))
     """
     storage = storage or MaskStorage()
-    given, shape, unpacked = None, None, None
+    given, shape = None, None
     if mask is not None:
         if not isinstance(mask, Mask) and getattr(mask, "dtype", None) != torch.bool:
             raise PackedBoolTypeError(
@@ -117,8 +116,7 @@ def apply_mask(
                 "storage='seeded' needs a sampled mask; a given mask can only be packed."
             )
         given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
-        # the bool mask too where it is at hand: forward reads it, only backward reads the bytes
-        given, shape, unpacked = given.bytes, given.shape, given.unpacked
+        given, shape = given.packed, given.shape
     elif storage.seeded and storage.sampler == "exact" and tracing():
         raise PackedBoolValueError(
             "storage='seeded' with sampler='exact' cannot run under torch.compile (a compiled graph cannot "
@@ -131,9 +129,9 @@ def apply_mask(
             x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")
         ).shape
         given = kept_draw(
-            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).bytes, x
+            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).packed, x
         )
-    return MaskFunction.apply(mask_type, storage, given, shape, unpacked, x, *others)
+    return MaskFunction.apply(mask_type, storage, given, shape, x, *others)
 
 
 class MaskFunction(torch.autograd.Function):
@@ -146,7 +144,6 @@ class MaskFunction(torch.autograd.Function):
         storage: MaskStorage,
         given: torch.Tensor | None,
         given_shape: torch.Size | None,
-        given_unpacked: torch.Tensor | None,
         x: torch.Tensor,
         *others: torch.Tensor,
     ) -> torch.Tensor:
@@ -156,11 +153,11 @@ class MaskFunction(torch.autograd.Function):
             key = sampler.key(x.device, replay=storage.seeded)
             mask = Mask.of(mask_type.sample(x, _bind(sampler.draw, key, x)), storage.bits, storage.unpack)
         else:
-            mask = Mask(given, given_shape, storage.bits, storage.unpack, given_unpacked)
+            mask = Mask(given, given_shape, storage.bits, storage.unpack)
         out = mask_type.apply(mask, x, *others)
         if mask_type.inplace:
             ctx.mark_dirty(x)
-        kept = key if storage.seeded else mask.saved()
+        kept = key if storage.seeded else _saved(mask)
         ctx.save_for_backward(kept, *mask_type.save(x, *others))
         ctx.mask_type, ctx.storage, ctx.mask_shape = mask_type, storage, mask.shape
         ctx.x_meta = (x.shape, x.stride(), x.dtype, x.device)
@@ -177,9 +174,16 @@ class MaskFunction(torch.autograd.Function):
             drawn = mask_type.sample(like, _bind(sampler.redraw, kept, like, device))
             mask = Mask.of(drawn, storage.bits, storage.unpack)
         else:
-            mask = Mask(kept, ctx.mask_shape, storage.bits, storage.unpack)
+            mask = Mask.unflat(kept, ctx.mask_shape, storage.bits, storage.unpack)
         grads = mask_type.grad(mask, grad_out, *saved)
-        return (None, None, None, None, None, *grads)
+        return (None, None, None, None, *grads)
+
+
+def _saved(mask: Mask) -> torch.Tensor:
+    """The flat bytes as autograd keeps them: plain uint8 (see `saved_mask_bytes`), marked for the
+    census in eager mode (no Python attribute on a tensor inside a traced graph)."""
+    flat = mask.flat()
+    return flat if tracing() else saved_mask_bytes(flat)
 
 
 def _draw_for(sampler: Any, like: torch.Tensor) -> Draw:

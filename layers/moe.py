@@ -27,10 +27,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from bittensor_core import plain_bool
-from bittensor_core.packed_mask import Mask
-
 from .grouped_mm import grouped_linear
+from .mask import Mask, plain
 from .mask_type import MaskType, apply_mask
 from .options import MaskStorage
 from .router import RouterOutput, TopKRouter
@@ -82,7 +80,7 @@ class ExpertBits(RoutingCode):
         return torch.cat([bits, bits.new_zeros(ids.shape[0], self.width - bits.shape[1])], dim=1)
 
     def experts(self, mask: torch.Tensor | Mask) -> torch.Tensor:
-        bits = plain_bool(mask)[:, : self.top_k * self.planes].reshape(-1, self.top_k, self.planes)
+        bits = plain(mask)[:, : self.top_k * self.planes].reshape(-1, self.top_k, self.planes)
         return (bits.long() << torch.arange(self.planes, device=bits.device)).sum(-1)
 
 
@@ -97,7 +95,7 @@ class Membership(RoutingCode):
     per_expert_weights = True
 
     def experts(self, mask: torch.Tensor | Mask) -> torch.Tensor:
-        chosen = plain_bool(mask).to(torch.uint8)
+        chosen = plain(mask).to(torch.uint8)
         return chosen.sort(dim=-1, descending=True, stable=True).indices[:, : self.top_k]
 
 

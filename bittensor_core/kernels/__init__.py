@@ -2,20 +2,17 @@
 
 CPU eager tensors use numpy (1-bit), CUDA tensors use Triton when it is installed, and every
 other case (other widths, other devices, tensors being traced by torch.compile) uses the
-pure-torch reference. All paths produce the same bits. This is the one place the core's kernels
-ask `bittensor_core.tracing.tracing()`.
+pure-torch reference. All paths produce the same bits.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 from functools import cache
 from types import ModuleType
 
 import torch
 
-from ..layout import fills_bytes, packed_shape
 from ..tracing import tracing
 from . import torch_ref
 
@@ -56,27 +53,6 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
     """uint8 packed rows -> contiguous bool tensor of logical `shape`."""
     return _backend(packed, bits).unpack(packed.contiguous(), shape, bits)
-
-
-def pack_flat(mask: torch.Tensor, bits: int) -> torch.Tensor:
-    """Bool tensor (any shape) -> 1-D uint8, its flattened elements packed: ceil(numel * bits / 8) bytes.
-    Rows that fill whole bytes are packed as rows (the same bytes); while tracing, other masks take
-    the pure-torch flat packing, which does not specialise on the length."""
-    if fills_bytes(mask.shape, bits):
-        return pack(mask, bits).reshape(-1)
-    if tracing():
-        return torch_ref.pack_flat(mask.reshape(-1), bits)
-    return pack(mask.reshape(-1), bits)
-
-
-def unpack_flat(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
-    """Inverse of `pack_flat`: the contiguous bool mask of logical `shape`."""
-    if fills_bytes(shape, bits):
-        return unpack(packed.view(packed_shape(shape, bits)), shape, bits)
-    n = math.prod(shape)
-    if tracing():
-        return torch_ref.unpack_flat(packed, n, bits).view(shape)
-    return unpack(packed, (n,), bits).view(shape)
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:
