@@ -14,7 +14,7 @@ import torch
 
 from bittensor_core import PackedBool
 
-from .mask import Mask, plain
+from .mask import Mask, plain_bool
 from .mask_type import Draw, MaskType, Shape
 from .noise import noise_scale, packed_noise
 
@@ -54,12 +54,12 @@ class BernoulliMask(MaskType):
             isinstance(mask, (Mask, PackedBool)) and mask.numel() == like.numel()
         ):  # full-size: decode the bytes in one pass
             return packed_noise(mask, scale)
-        return plain(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
+        return plain_bool(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
 
     def sample(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         mask = draw(x.shape if self.shape_of is None else self.shape_of(x), 1.0 - self.p)
         if self.keep_only is not None:
-            mask = plain(mask) & self.keep_only.to(mask.device)
+            mask = plain_bool(mask) & self.keep_only.to(mask.device)
         return mask
 
     def apply(self, mask: torch.Tensor, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ class Mask:
         """A bool tensor, `PackedBool` or `Mask` as a Mask at `bits` (shares the bytes when it can)."""
         if isinstance(mask, (Mask, PackedBool)) and mask.bits == bits:
             return cls(mask.packed, mask.shape, bits, unpack_mode)
-        out = cls(kernels.pack(plain(mask), bits), mask.shape, bits, unpack_mode)
+        out = cls(kernels.pack(plain_bool(mask), bits), mask.shape, bits, unpack_mode)
         if not isinstance(mask, (Mask, PackedBool)):
             out._cache = mask  # a freshly drawn bool mask: unpack() returns it, never re-unpacks its bytes
         return out
@@ -96,8 +96,9 @@ class Mask:
         return cls.of(plain_flat.view(shape), bits, unpack_mode)
 
 
-def plain(mask: torch.Tensor | Mask) -> torch.Tensor:
-    """A bool tensor, `PackedBool` or `Mask` as a plain bool tensor."""
+def plain_bool(mask: torch.Tensor | Mask | None) -> torch.Tensor | None:
+    """A `PackedBool` or `Mask` unpacked; a plain tensor (bool or float) or None as it is. The one "unpack if
+    packed" of the layers and integrations."""
     return mask.unpack() if isinstance(mask, (Mask, PackedBool)) else mask
 
 

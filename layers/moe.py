@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .grouped_mm import grouped_linear
-from .mask import Mask, plain
+from .mask import Mask, plain_bool
 from .mask_type import MaskType, apply_mask
 from .options import MaskStorage
 from .router import RouterOutput, TopKRouter
@@ -80,7 +80,7 @@ class ExpertBits(RoutingCode):
         return torch.cat([bits, bits.new_zeros(ids.shape[0], self.width - bits.shape[1])], dim=1)
 
     def experts(self, mask: torch.Tensor | Mask) -> torch.Tensor:
-        bits = plain(mask)[:, : self.top_k * self.planes].reshape(-1, self.top_k, self.planes)
+        bits = plain_bool(mask)[:, : self.top_k * self.planes].reshape(-1, self.top_k, self.planes)
         return (bits.long() << torch.arange(self.planes, device=bits.device)).sum(-1)
 
 
@@ -95,7 +95,7 @@ class Membership(RoutingCode):
     per_expert_weights = True
 
     def experts(self, mask: torch.Tensor | Mask) -> torch.Tensor:
-        chosen = plain(mask).to(torch.uint8)
+        chosen = plain_bool(mask).to(torch.uint8)
         return chosen.sort(dim=-1, descending=True, stable=True).indices[:, : self.top_k]
 
 
