@@ -192,7 +192,7 @@ def test_no_score_sized_float_is_kept(name: str) -> None:
 @pytest.mark.slow
 def test_longformer_keeps_under_six_tenths_of_stock() -> None:
     """Longformer at seq 512, window 64 (docs/results.md): retained after forward <= 0.6x stock."""
-    from benchmarks.memory import retained_after_forward
+    from benchmarks.kit.memory import retained_after_forward
 
     def build() -> nn.Module:
         torch.manual_seed(0)
