@@ -27,9 +27,7 @@ from .recompute_activations import during_forward, wrap_activations
 @dataclass
 class Activations(Patch):
     kind = "activation"
-    originals: dict[str, nn.Module] = field(
-        default_factory=dict
-    )  # module path -> the activation there before
+    originals: dict[str, nn.Module] = field(default_factory=dict)  # path -> the activation there before
     hooks: list[RemovableHandle] = field(default_factory=list)  # the scope around the model's forward
 
     @classmethod

@@ -38,17 +38,23 @@ class DropoutModules(Patch):
     def apply(cls, model: nn.Module, options: MaskStorage, scope: Scope) -> DropoutModules:
         patch = cls()
         replacements: dict[int, nn.Module] = {}  # one replacement per module, even if registered twice
-        for path, module in list(model.named_modules(remove_duplicate=False)):
-            if type(module) is nn.Dropout:
-                if scope.exclude(path):
-                    continue
-                if id(module) not in replacements:
-                    replacements[id(module)] = packed_replacement(module, options)
-                patch.originals[path] = module
-                model.set_submodule(path, replacements[id(module)])
-            elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, PackedDropout):
-                why = f"{type(module).__name__} is not nn.Dropout (it draws a different mask); left as is"
-                scope.skipped.append((path, why))
+        try:
+            for path, module in list(model.named_modules(remove_duplicate=False)):
+                if type(module) is nn.Dropout:
+                    if scope.exclude(path):
+                        continue
+                    if id(module) not in replacements:
+                        replacements[id(module)] = packed_replacement(module, options)
+                    patch.originals[path] = module
+                    model.set_submodule(path, replacements[id(module)])
+                elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(
+                    module, PackedDropout
+                ):
+                    why = f"{type(module).__name__} is not nn.Dropout (it draws a different mask); left as is"
+                    scope.skipped.append((path, why))
+        except BaseException:
+            patch.undo(model)  # nothing half-swapped
+            raise
         return patch
 
     def flag_runs(self, model: nn.Module) -> None:
