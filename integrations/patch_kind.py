@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -64,18 +65,19 @@ class Scope:
         return True
 
 
-class Patch:
-    """One patch kind, applied to one model; the base is the patch that applied nothing."""
+class Patch(ABC):
+    """One patch kind, applied to one model; a kind built with no arguments is the patch that applied
+    nothing (what `report` counts on an unpatched model)."""
 
     kind: ClassVar[str]  # its key in `PatchReport.replaced`
     registration: partial | None = None  # registers the implementation a kind switches the model to
 
     @classmethod
+    @abstractmethod
     def apply(cls, model: nn.Module, options: MaskStorage, scope: Scope) -> Patch:
         """Patch `model`; skipped modules and their reasons go to ``scope.skipped``."""
-        raise NotImplementedError
 
-    def undo(self, model: nn.Module) -> None:
+    def undo(self, model: nn.Module) -> None:  # noqa: B027 (a default: nothing applied, nothing to undo)
         """Put back what `apply` changed (nothing here)."""
 
     def count(self, model: nn.Module, ran: bool) -> int:
