@@ -8,12 +8,9 @@ replays the reference's own ops), so it holds on any CPU, whatever BLAS does.
 from __future__ import annotations
 
 import copy
-import weakref
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from integrations.huggingface import patch_model, unpatch_model
 
@@ -22,14 +19,14 @@ from .tiny_models import (
     Arch,
     _text,
     assert_identical,
+    kept_storage_sizes,
     loss_and_grads,
     skip_if_stock_cannot_compile,
     stock_experts,
+    train_steps,
 )
 
 pytest.importorskip("transformers")
-
-STEPS = 3
 
 
 def _bart():
@@ -59,16 +56,6 @@ BART = Arch("bart", _bart, _text("tokens"))
 MODELS = {**ARCHS, "bart": BART}
 
 
-def _train(model: torch.nn.Module, arch: Arch, steps: int = STEPS) -> list[tuple]:
-    """`steps` AdamW steps from fixed seeds; (loss, grads) of each step."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    out = []
-    for step in range(steps):
-        out.append(loss_and_grads(model, arch.inputs(seed=step), seed=100 + step))
-        opt.step()
-    return out
-
-
 def _pair(arch: Arch, impl: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     reference = stock_experts(arch.model(attn_implementation=impl))
     return reference, copy.deepcopy(reference)
@@ -81,39 +68,14 @@ def test_training_is_bit_identical_to_the_unpatched_model(name: str, impl: str) 
     reference, patched = _pair(arch, impl)
     result = patch_model(patched)
     assert result.replaced["attention"] > 0 and result.attn_implementation.startswith("packedbool")
-    for a, b in zip(_train(reference, arch), _train(patched, arch), strict=True):
+    for a, b in zip(train_steps(reference, arch), train_steps(patched, arch), strict=True):
         assert_identical(a, b)
     unpatch_model(patched)
     assert patched.config._attn_implementation == impl
 
 
-class _Storages(TorchDispatchMode):
-    """Weak references to every storage an op creates while active, with its size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.made: list[tuple[weakref.ref, int]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                self.made.append((weakref.ref(storage), storage.nbytes()))
-        return out
-
-
-def _kept(model: torch.nn.Module, inputs: dict) -> list[int]:
-    """Sizes of the storages made by the forward pass still alive after it (kept for backward)."""
-    with _Storages() as storages:
-        loss = model(**inputs).loss
-    alive = {id(ref()): n for ref, n in storages.made if ref() is not None}
-    loss.backward()
-    return sorted(alive.values())
-
-
 def _largest_kept(model: torch.nn.Module, inputs: dict) -> int:
-    return max(_kept(model, inputs), default=0)
+    return max(kept_storage_sizes(model, inputs), default=0)
 
 
 @pytest.mark.parametrize(
@@ -178,12 +140,12 @@ def test_attention_without_attention_interface_is_recomputed_bit_identically() -
     patched = copy.deepcopy(reference)
     result = patch_model(patched)
     assert result.replaced["attention"] == 2 and "recomputed in backward" in dict(result.skipped)["attention"]
-    for a, b in zip(_train(reference, MPNET), _train(patched, MPNET), strict=True):
+    for a, b in zip(train_steps(reference, MPNET), train_steps(patched, MPNET), strict=True):
         assert_identical(a, b)
     batch, seq, heads = 1, 256, 4
     inputs = MPNET.inputs(batch=batch, seq=seq)
     score_floats = batch * heads * seq * seq * 4
-    big = [sum(n >= score_floats / 4 for n in _kept(m, inputs)) for m in (reference, patched)]
+    big = [sum(n >= score_floats / 4 for n in kept_storage_sizes(m, inputs)) for m in (reference, patched)]
     # left: what MPNet builds once per forward and every layer reads (float mask, position buckets,
     # position bias); gone: at least two per layer (of probs, noise, dropped probs)
     assert big[1] <= 3 and big[0] >= big[1] + 2 * 2

@@ -19,8 +19,7 @@ from integrations.huggingface import patch_model, report, unpatch_model
 from integrations.replayed_attention import attention_cores, replay
 from layers import MaskStorage
 
-from .test_faithful_attention import _kept, _train
-from .tiny_models import VOCAB, Arch, _text, assert_identical, loss_and_grads
+from .tiny_models import VOCAB, Arch, _text, assert_identical, kept_storage_sizes, loss_and_grads, train_steps
 
 transformers = pytest.importorskip("transformers")
 
@@ -160,7 +159,7 @@ def test_training_is_bit_identical_and_recomputed(name: str) -> None:
     patched = copy.deepcopy(reference)
     cores = attention_cores(patched, lambda path: False)
     skipped = dict(patch_model(patched).skipped)
-    for a, b in zip(_train(reference, arch), _train(patched, arch), strict=True):
+    for a, b in zip(train_steps(reference, arch), train_steps(patched, arch), strict=True):
         assert_identical(a, b)
     if "attention" not in skipped:
         _xfail_if_dispatched_through_the_interface(name)
@@ -185,8 +184,8 @@ def test_no_score_sized_float_is_kept(name: str) -> None:
     patched = copy.deepcopy(reference)
     patch_model(patched)
     score_floats = batch * heads * seq * seq * 4
-    assert max(_kept(reference, inputs)) >= score_floats
-    assert max(_kept(patched, inputs)) < score_floats / 4
+    assert max(kept_storage_sizes(reference, inputs)) >= score_floats
+    assert max(kept_storage_sizes(patched, inputs)) < score_floats / 4
 
 
 @pytest.mark.slow

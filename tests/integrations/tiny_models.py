@@ -6,10 +6,13 @@ Every config has dropout 0.1 on hidden states and attention probabilities, hidde
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 VOCAB = 128
 
@@ -276,3 +279,38 @@ def trainer_losses(model: torch.nn.Module, output_dir: str, steps: int = 3, **ar
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()
     return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+
+def train_steps(model: torch.nn.Module, arch: Arch, steps: int = 3) -> list[tuple]:
+    """`steps` AdamW steps from fixed seeds; (loss, grads) of each step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    out = []
+    for step in range(steps):
+        out.append(loss_and_grads(model, arch.inputs(seed=step), seed=100 + step))
+        opt.step()
+    return out
+
+
+class _Storages(TorchDispatchMode):
+    """Weak references to every storage an op creates while active, with its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[tuple[weakref.ref, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                self.made.append((weakref.ref(storage), storage.nbytes()))
+        return out
+
+
+def kept_storage_sizes(model: torch.nn.Module, inputs: dict) -> list[int]:
+    """Sizes of the storages made by the forward pass still alive after it (kept for backward)."""
+    with _Storages() as storages:
+        loss = model(**inputs).loss
+    alive = {id(ref()): n for ref, n in storages.made if ref() is not None}
+    loss.backward()
+    return sorted(alive.values())
