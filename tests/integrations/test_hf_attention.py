@@ -287,8 +287,7 @@ def test_t5_keeps_no_score_sized_float_bias(impl: str) -> None:
     import copy
 
     from integrations.huggingface import patch_model
-    from tests.integrations.test_faithful_attention import _kept
-    from tests.integrations.tiny_models import T5, assert_identical, loss_and_grads
+    from tests.integrations.tiny_models import T5, assert_identical, kept_storage_sizes, loss_and_grads
 
     reference = T5.model(attn_implementation=impl)
     patched = copy.deepcopy(reference)
@@ -296,7 +295,10 @@ def test_t5_keeps_no_score_sized_float_bias(impl: str) -> None:
     assert_identical(loss_and_grads(reference, T5.inputs()), loss_and_grads(patched, T5.inputs()))
     batch, seq = 2, 128
     score_floats = batch * 4 * seq * seq * 4
-    assert sum(n >= score_floats for n in _kept(reference, T5.inputs(batch=batch, seq=seq))) >= 3 * 6
+    assert (
+        sum(n >= score_floats for n in kept_storage_sizes(reference, T5.inputs(batch=batch, seq=seq)))
+        >= 3 * 6
+    )
     # At most the shared bias of each of the two stacks: (1, H, S, S) from 5.2x, but on transformers 5.14
     # it carries the batch dim, so there it is score-sized (stock keeps it too, among its 18+).
-    assert sum(n >= score_floats for n in _kept(patched, T5.inputs(batch=batch, seq=seq))) <= 2
+    assert sum(n >= score_floats for n in kept_storage_sizes(patched, T5.inputs(batch=batch, seq=seq))) <= 2
