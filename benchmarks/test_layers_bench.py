@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.kit.memory import saved_bytes
-from bittensor_core import PackedBool
+from bittensor_core import Mask, PackedBool
 from layers import DropPath, HeadGate, PackedDropout, PackedMoE, noise_scale, packed_attention
-from layers.noise import packed_noise
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DROPOUT_SHAPE = (32, 128, 1200)
@@ -95,7 +94,7 @@ BACKWARD_FORMULAS: dict[
     str, Callable[[torch.Tensor, PackedBool, torch.Tensor, torch.Tensor], torch.Tensor]
 ] = {
     "native": lambda g, pm, noise, s: g * noise,  # nn.Dropout's MulBackward on its saved float noise
-    "lut-noise": lambda g, pm, noise, s: g * packed_noise(pm, s),  # what PackedDropout runs on CPU
+    "lut-noise": lambda g, pm, noise, s: g * Mask.of(pm).scaled(s),  # what PackedDropout runs on CPU
     "unpack-mul-mul_": lambda g, pm, noise, s: g.mul(pm.unpack()).mul_(s),
     "unpack-to-noise": lambda g, pm, noise, s: g * pm.unpack().to(g.dtype).mul_(s),
     "unpack-native_dropout_backward": lambda g, pm, noise, s: torch.ops.aten.native_dropout_backward(

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .layout import UNPACK_MODES, WIDTHS, packed_shape, row_bytes
 from .packed_bool import PackedBool
+from .packed_mask import Mask, plain_bool
 from .saved_bools import pack_saved_bools
 
 implements = PackedBool.implements  # register a packed-bytes handler: `@implements(aten.op.overload)`
@@ -28,6 +29,7 @@ __all__ = [
     "UNPACK_MODES",
     "WIDTHS",
     "CorruptPayloadError",
+    "Mask",
     "PackedBool",
     "PackedBoolError",
     "PackedBoolFallbackWarning",
@@ -40,6 +42,7 @@ __all__ = [
     "packed_from_random_bytes",
     "pack_saved_bools",
     "packed_shape",
+    "plain_bool",
     "row_bytes",
     "saved_mask_bytes",
     "unpack_scaled",

@@ -46,13 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bittensor_core import PackedBool
+from bittensor_core import PackedBool, plain_bool
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage, flash_attn
 from layers.attention import DropoutSpec, attention_backend, attention_dropout, attention_with
 from layers.checkpointing import checkpoint_core, checkpoint_mask, checkpointed_mask, shared_attention_mask
 from layers.float_masks import BinaryFloatMask, pack_float_masks, restore_float_masks
-from layers.mask import plain_bool
 
 from .hf_registry import DEFAULT, register
 from .replayed_attention import AttentionDropoutRoute

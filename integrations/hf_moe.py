@@ -20,8 +20,8 @@ from dataclasses import replace
 
 import torch
 
+from bittensor_core import Mask
 from layers import MaskStorage
-from layers.mask import Mask
 from layers.moe import ExpertBits, grouped_experts
 
 from .hf_registry import DEFAULT, register

@@ -28,7 +28,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from bittensor_core import PackedBool, kernels, unpack_scaled
+from bittensor_core import PackedBool, kernels, plain_bool, unpack_scaled
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from .attention_core import sdpa_math
@@ -36,7 +36,6 @@ from .checkpointing import checkpoint_core, checkpoint_mask, checkpointed_mask
 from .flash_attn import can_delegate
 from .float_masks import BinaryFloatMask
 from .kept_draw import kept_draw
-from .mask import plain_bool
 from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler

@@ -12,11 +12,10 @@ from collections.abc import Callable
 
 import torch
 
-from bittensor_core import PackedBool
+from bittensor_core import Mask, plain_bool
 
-from .mask import Mask, plain_bool
 from .mask_type import Draw, MaskType, Shape
-from .noise import noise_scale, packed_noise
+from .noise import noise_scale
 
 
 class BernoulliMask(MaskType):
@@ -50,10 +49,8 @@ class BernoulliMask(MaskType):
     def noise(self, mask: Mask | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``mask / (1 - p)`` in like's dtype: F.dropout's noise tensor (mask's shape)."""
         scale = noise_scale(self.p if self.rescale else 0.0, like.dtype, like.device)
-        if (
-            isinstance(mask, (Mask, PackedBool)) and mask.numel() == like.numel()
-        ):  # full-size: decode the bytes in one pass
-            return packed_noise(mask, scale)
+        if isinstance(mask, Mask) and mask.numel() == like.numel():  # full-size: decode the bytes in one pass
+            return mask.scaled(scale)
         return plain_bool(mask).to(like.dtype).mul_(scale)  # a broadcast mask is small
 
     def sample(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:

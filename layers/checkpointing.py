@@ -3,11 +3,13 @@ is inside one, and keeps what the attention cores' checkpoints hold (their atten
 Layers code that differs while torch.compile traces asks `bittensor_core.tracing.tracing()`.
 
 NOTE (CSE): under torch.compile, AOTAutograd CSEs the joint graph before partitioning and merges
-identical ops across layers: every layer unpacks the same mask bytes with the same ops and builds the
-same constants (0, -inf, the dropout scale). A node of one checkpointed region used by a later one is
-then saved for backward (MUST_SAVE): the unpacked mask or its float bias instead of the bytes, a 0-dim
-constant instead of nothing. ``aten.empty`` is never merged, so while tracing such values are built on
-it: `region_local` copies the mask bytes into a fresh buffer per region, and
+identical ops across layers and across forward and backward: every layer unpacks the same mask bytes
+with the same ops and builds the same constants (0, -inf, the dropout scale), and a mask type's backward
+reads its saved bytes with the very ops its forward read them. A node of one checkpointed region used by
+a later one, or of forward used by backward, is then saved for backward: the unpacked mask or its float
+bias instead of the bytes, a 0-dim constant instead of nothing. ``aten.empty`` is never merged, so while
+tracing such values are built on it: `region_local` copies the mask bytes into a fresh buffer per region
+(and for `MaskFunction`'s backward), and
 `bittensor_core.decode.constant` builds constants on it (see docs/compile.md).
 
 NOTE (respect_saved_tensors_hooks): torch 2.14 added ``checkpoint(..., respect_saved_tensors_hooks=)``.
@@ -147,7 +149,7 @@ def checkpointed_mask(mask: torch.Tensor | BinaryFloatMask | None, spec: tuple |
 
 def region_local(t: torch.Tensor) -> torch.Tensor:
     """`t`, copied into a fresh buffer through ``aten.empty`` while tracing (as is in eager mode), so
-    each region unpacks its own copy of the shared mask bytes (NOTE (CSE))."""
+    each region (or backward) unpacks its own copy of the shared mask bytes (NOTE (CSE))."""
     if not tracing():
         return t
     return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)

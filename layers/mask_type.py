@@ -7,9 +7,9 @@ A `MaskType` says three things about a binary mask:
 - `apply`: what forward computes from the mask and the inputs;
 - `grad`: what backward computes from the mask, the output gradient and whatever `save` kept.
 
-`apply_mask` runs a mask type through `MaskFunction`, which keeps the mask for backward as plain
-packed uint8 bytes (width and unpack mode chosen by the caller) or, for ``storage="seeded"``, only
-the sampler's key. Both go through ``ctx.save_for_backward``, so saved-tensor hooks (checkpointing,
+`apply_mask` runs a mask type through `MaskFunction`, which packs the mask once into a
+`bittensor_core.Mask` and keeps its bytes for backward as they are (width and unpack mode chosen by
+the caller) or, for ``storage="seeded"``, only the sampler's key. Both go through ``ctx.save_for_backward``, so saved-tensor hooks (checkpointing,
 `save_on_cpu` offloading, `SavedTensorCensus`) see and manage them. The Function holds no tensor
 subclass, so torch.compile traces it into the model's graph (docs/compile.md). See
 docs/mask-types.md.
@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from bittensor_core import saved_mask_bytes
+from bittensor_core import Mask
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 from bittensor_core.tracing import tracing
 
+from .checkpointing import region_local
 from .kept_draw import kept_draw
-from .mask import Mask
 from .options import MaskStorage
 from .samplers import get_sampler
 
@@ -66,9 +66,10 @@ class MaskType(ABC):
     def apply(self, mask: Mask, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         """Forward: the output from the mask and the inputs.
 
-        `mask` (here and in `grad`) is a `Mask` of the mask's shape: call ``mask.unpack()`` for
-        the bool tensor, or read ``mask.packed`` (uint8 rows) to work on the bytes
-        (`layers.noise.packed_noise` does). ``mask.shape``, ``mask.bits``, ``mask.numel()`` as usual.
+        `mask` (here and in `grad`) is a `bittensor_core.Mask` of the mask's shape: call
+        ``mask.unpack()`` for the bool tensor, ``mask.scaled(s)`` for ``mask * s`` decoded straight
+        from the bytes (`BernoulliMask` does), or read ``mask.bytes`` (the flattened mask, packed).
+        ``mask.shape``, ``mask.bits``, ``mask.numel()`` as usual.
         """
 
     @abstractmethod
@@ -104,7 +105,7 @@ def apply_mask(
         >>> out = apply_mask(BernoulliMask(p=0.1, shape_of=lambda x: x.shape), torch.randn(4, 8))
     """
     storage = storage or MaskStorage()
-    given, shape = None, None
+    given, shape, plain = None, None, None
     if mask is not None:
         if not isinstance(mask, Mask) and getattr(mask, "dtype", None) != torch.bool:
             raise PackedBoolTypeError(
@@ -116,7 +117,8 @@ def apply_mask(
                 "storage='seeded' needs a sampled mask; a given mask can only be packed."
             )
         given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
-        given, shape = given.packed, given.shape
+        # and the bool mask where it is at hand: forward reads it, only backward reads the bytes
+        given, shape, plain = given.bytes, given.shape, given.unpacked
     elif storage.seeded and storage.sampler == "exact" and tracing():
         raise PackedBoolValueError(
             "storage='seeded' with sampler='exact' cannot run under torch.compile (a compiled graph cannot "
@@ -129,9 +131,9 @@ def apply_mask(
             x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")
         ).shape
         given = kept_draw(
-            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).packed, x
+            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).bytes, x
         )
-    return MaskFunction.apply(mask_type, storage, given, shape, x, *others)
+    return MaskFunction.apply(mask_type, storage, given, shape, plain, x, *others)
 
 
 class MaskFunction(torch.autograd.Function):
@@ -144,6 +146,7 @@ class MaskFunction(torch.autograd.Function):
         storage: MaskStorage,
         given: torch.Tensor | None,
         given_shape: torch.Size | None,
+        given_plain: torch.Tensor | None,
         x: torch.Tensor,
         *others: torch.Tensor,
     ) -> torch.Tensor:
@@ -153,11 +156,11 @@ class MaskFunction(torch.autograd.Function):
             key = sampler.key(x.device, replay=storage.seeded)
             mask = Mask.of(mask_type.sample(x, _bind(sampler.draw, key, x)), storage.bits, storage.unpack)
         else:
-            mask = Mask(given, given_shape, storage.bits, storage.unpack)
+            mask = Mask(given, given_shape, storage.bits, storage.unpack, given_plain)
         out = mask_type.apply(mask, x, *others)
         if mask_type.inplace:
             ctx.mark_dirty(x)
-        kept = key if storage.seeded else _saved(mask)
+        kept = key if storage.seeded else mask.saved()
         ctx.save_for_backward(kept, *mask_type.save(x, *others))
         ctx.mask_type, ctx.storage, ctx.mask_shape = mask_type, storage, mask.shape
         ctx.x_meta = (x.shape, x.stride(), x.dtype, x.device)
@@ -174,16 +177,10 @@ class MaskFunction(torch.autograd.Function):
             drawn = mask_type.sample(like, _bind(sampler.redraw, kept, like, device))
             mask = Mask.of(drawn, storage.bits, storage.unpack)
         else:
-            mask = Mask.unflat(kept, ctx.mask_shape, storage.bits, storage.unpack)
+            # read as forward read them: region_local keeps the two reads apart (NOTE (CSE) in layers.checkpointing)
+            mask = Mask(region_local(kept), ctx.mask_shape, storage.bits, storage.unpack)
         grads = mask_type.grad(mask, grad_out, *saved)
-        return (None, None, None, None, *grads)
-
-
-def _saved(mask: Mask) -> torch.Tensor:
-    """The flat bytes as autograd keeps them: plain uint8 (see `saved_mask_bytes`), marked for the
-    census in eager mode (no Python attribute on a tensor inside a traced graph)."""
-    flat = mask.flat()
-    return flat if tracing() else saved_mask_bytes(flat)
+        return (None, None, None, None, None, *grads)
 
 
 def _draw_for(sampler: Any, like: torch.Tensor) -> Draw:

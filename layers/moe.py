@@ -27,8 +27,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from bittensor_core import Mask, plain_bool
+
 from .grouped_mm import grouped_linear
-from .mask import Mask, plain_bool
 from .mask_type import MaskType, apply_mask
 from .options import MaskStorage
 from .router import RouterOutput, TopKRouter

@@ -1,7 +1,7 @@
 """The dropout noise tensor {0, 1 / (1 - p)}, decoded straight from packed mask bytes.
 
 ``F.dropout`` multiplies by a float noise tensor holding 0 or 1 / (1 - p); the packed layers
-rebuild exactly that tensor from the mask's packed bytes with `bittensor_core.decode.unpack_scaled`
+rebuild exactly that tensor from the mask's packed bytes with `bittensor_core.Mask.scaled`
 (one table lookup per byte). Then ``x * noise`` is the very op F.dropout runs.
 """
 
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from bittensor_core.decode import constant, unpack_scaled
+from bittensor_core.decode import constant
 from bittensor_core.tracing import tracing
-
-from .mask import Mask
 
 
 def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -33,18 +31,3 @@ def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
 def _scale_value(p: float, dtype: torch.dtype) -> float:
     """`noise_scale` on CPU as a Python float (exact: a float64 holds any float16/32 value)."""
     return 1.0 if p >= 1.0 else torch.ones((), dtype=dtype).div_(1.0 - p).item()
-
-
-def packed_noise(mask: Mask, scale: torch.Tensor) -> torch.Tensor:
-    """The tensor ``mask * scale`` (0 where False, `scale` where True), mask's shape, scale's dtype.
-
-    Args:
-        mask: `Mask` or PackedBool of any shape and width.
-        scale: 0-dim float tensor (see `noise_scale`); its dtype is the result's dtype.
-
-    Example:
-        >>> m = PackedBool(torch.rand(4, 16) < 0.9)
-        >>> torch.equal(packed_noise(m, noise_scale(0.1, torch.float32)), m.unpack().float().div_(0.9))
-        True
-    """
-    return unpack_scaled(mask.packed, mask.shape, mask.bits, scale)

@@ -14,12 +14,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from bittensor_core import PackedBool
+from bittensor_core import Mask, PackedBool
 from bittensor_core.errors import PackedBoolValueError
-from bittensor_core.tracing import tracing
 
 from .bernoulli_mask import BernoulliMask
-from .mask import Mask
 from .mask_type import apply_mask
 from .options import MaskStorage, check_count, check_floating
 
@@ -50,14 +48,6 @@ def top_k_mask(scores: torch.Tensor, top_k: int) -> torch.Tensor:
     """(T, E) bool mask of each row's top_k scores (ties: torch.topk's choice)."""
     idx = scores.detach().topk(top_k, dim=-1).indices
     return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(-1, idx, True)
-
-
-def public_mask(mask: Mask) -> PackedBool | Mask:
-    """The routing mask handed to callers: a PackedBool in eager mode; while compiling the `Mask`
-    itself (same ``packed`` / ``shape`` / ``bits`` / ``unpack()``), as dynamo cannot build the subclass."""
-    if tracing():
-        return mask
-    return PackedBool.from_packed(mask.packed, mask.shape, bits=mask.bits)
 
 
 class TopKRouter(nn.Module):
@@ -103,7 +93,7 @@ class TopKRouter(nn.Module):
         weights = apply_mask(BernoulliMask(0.0), probs, mask=mask, storage=self.options)
         if self.normalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        return public_mask(mask), weights, logits
+        return mask.public(), weights, logits
 
     def extra_repr(self) -> str:
         return (

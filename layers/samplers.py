@@ -27,10 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bittensor_core import kernels, packed_from_random_bytes
+from bittensor_core import Mask, kernels, packed_from_random_bytes
 from bittensor_core.layout import packed_shape
-
-from .mask import Mask
 
 Shape = torch.Size | tuple[int, ...]
 _FAST_BITS = 16  # resolution of the fast sampler's keep probability
@@ -105,7 +103,7 @@ class FastSampler:
     def draw(
         self, key: torch.Tensor, shape: Shape, keep: float, like: torch.Tensor, device: torch.device
     ) -> Mask:
-        return Mask(philox_bernoulli(key, list(shape), float(keep), device), shape, 1)
+        return Mask.from_rows(philox_bernoulli(key, list(shape), float(keep), device), shape, 1)
 
     redraw = draw  # a pure function of the key
 
@@ -169,7 +167,7 @@ def draw_packed(
     so `bittensor_core.unpack_scaled` decodes them. `key` as for the sampler's `draw` (None for
     "exact" unless the draw must be replayed).
     """
-    return Mask.of(get_sampler(sampler).draw(key, shape, keep, like, like.device), bits).packed
+    return Mask.of(get_sampler(sampler).draw(key, shape, keep, like, like.device), bits).rows()
 
 
 _SAMPLERS = {"exact": ExactSampler(), "fast": FastSampler()}

@@ -8,6 +8,7 @@ pure-torch reference. All paths produce the same bits.
 from __future__ import annotations
 
 import importlib.util
+import math
 from functools import cache
 from types import ModuleType
 
@@ -53,6 +54,21 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
     """uint8 packed rows -> contiguous bool tensor of logical `shape`."""
     return _backend(packed, bits).unpack(packed.contiguous(), shape, bits)
+
+
+def pack_flat(mask: torch.Tensor, bits: int) -> torch.Tensor:
+    """Bool tensor (any shape) -> its elements, flattened, packed: 1-D uint8 of ceil(numel * bits / 8)."""
+    if not _is_eager(mask):  # no size guard: a compiled graph stays general in the batch size
+        return torch_ref.pack_flat(mask.reshape(-1), bits)
+    return pack(mask.reshape(-1), bits)
+
+
+def unpack_flat(flat: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int) -> torch.Tensor:
+    """Inverse of `pack_flat`: a contiguous bool tensor of logical `shape`."""
+    n = math.prod(shape)
+    if not _is_eager(flat):
+        return torch_ref.unpack_flat(flat, n, bits).view(shape)
+    return unpack(flat, (n,), bits).view(shape)
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

@@ -67,12 +67,12 @@ def pack_flat(flat: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack_flat(flat: torch.Tensor, n: int, bits: int) -> torch.Tensor:
-    """Inverse of `pack_flat`: the first `n` elements, as bool."""
-    k = per_byte(bits)
-    slot = torch.arange(flat.shape[0] * k, device=flat.device)
-    spread = flat.index_select(0, slot // k)  # each byte k times (an expand would guard on size 1)
-    shifts = (slot % k * bits).to(torch.uint8)
-    return ((spread >> shifts) & ((1 << bits) - 1) != 0)[:n]
+    """Inverse of `pack_flat`: the first `n` elements, as bool. Pointwise ops only (a broadcast shift
+    and an and), so AOTAutograd's partitioner recomputes them from the saved bytes instead of saving
+    the bool mask (it recomputes no gather)."""
+    shifts = torch.arange(per_byte(bits), device=flat.device, dtype=torch.uint8) * bits
+    fields = (flat.reshape(-1, 1) >> shifts) & ((1 << bits) - 1)
+    return (fields != 0).reshape(-1)[:n]
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

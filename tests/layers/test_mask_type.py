@@ -210,7 +210,7 @@ class _SeenMask(BernoulliMask):
         return self.drawn
 
     def apply(self, mask, x: torch.Tensor) -> torch.Tensor:
-        self.seen, self.packed = mask.unpack(), mask.packed
+        self.seen, self.packed = mask.unpack(), mask.rows()
         return super().apply(mask, x)
 
 
