@@ -2,7 +2,7 @@
 the study's criteria: docs/study.md).
 
 - `exp1`: training with every task x variation x seed (memory, compression, speed, accuracy, equality);
-  `records`: one run's record (`Exp1Run`) and its JSON form;
+  `records`: the runs' records (`Exp1Run`, exp-2's `Exp2Result`) and their JSON form;
   `tasks`: what is trained (MiniLM on the Rotten Tomatoes sentences, a ViT on the digits);
 - `exp2`: memory vs sequence length and batch; the largest size under a memory budget (`budget`);
   the alternatives a user short of memory would pick (`benchmarks.kit.toolbox` variants);

@@ -3,21 +3,33 @@ study (the criteria and their figures: docs/study.md).
 
 Example:
     >>> rows = exp1_rows(result["exp-1"]["tasks"]["text"])   # one row per variation, baseline first
-    >>> seq_rows, batch_rows = exp2_rows(result["exp-2"])
+    >>> seq_rows, batch_rows = exp2_rows(Exp2Result.from_dict(result["exp-2"]))
     >>> for c in criteria(result): print(c["criterion"], c["status"], c["command"])
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from .records import Exp1Run
+from benchmarks.kit.probes import StepMemory
+
+from .records import BudgetShowcase, Exp1Run, Exp2Result
 from .stats import curves_equal, max_abs_diff, relative_delta, summarize, welch
 from .variations import BASELINE, VARIATIONS
 
-__all__ = ["baseline_peak", "criteria", "exp1_rows", "exp2_rows", "hypotheses", "pareto_front", "sigmas"]
+__all__ = [
+    "SweepRow",
+    "baseline_peak",
+    "criteria",
+    "exp1_rows",
+    "exp2_rows",
+    "hypotheses",
+    "pareto_front",
+    "sigmas",
+]
 
 # The study's success criteria (docs/study.md, "Success criteria").
 MIN_COMPRESSION = 7.5
@@ -132,29 +144,41 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _peak(point: dict[str, Any]) -> int | None:
-    return None if point["memory"] is None else point["memory"]["peak_bytes"]
+@dataclass(frozen=True)
+class SweepRow:
+    """One shape of an exp-2 sweep: each variation's memory there (None: out of memory)."""
+
+    batch: int
+    seq_len: int
+    memory: dict[str, StepMemory | None]
+
+    def _both(self, name: str) -> tuple[StepMemory, StepMemory] | None:
+        base, own = self.memory.get(BASELINE), self.memory.get(name)
+        return None if base is None or own is None else (base, own)
+
+    def peak_saving(self, name: str) -> float | None:
+        """1 - variation `name`'s peak / the baseline's (None: either ran out of memory)."""
+        both = self._both(name)
+        return None if both is None else 1 - both[1].peak_bytes / both[0].peak_bytes
+
+    def saved_saving(self, name: str) -> float | None:
+        """1 - variation `name`'s saved bytes / the baseline's."""
+        both = self._both(name)
+        return None if both is None else 1 - both[1].saved_bytes / both[0].saved_bytes
+
+    def saved_diff_bytes(self, name: str) -> int | None:
+        """The baseline's saved bytes - variation `name`'s."""
+        both = self._both(name)
+        return None if both is None else both[0].saved_bytes - both[1].saved_bytes
 
 
-def exp2_rows(exp2: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(seq sweep rows, batch sweep rows): per shape, each variation's peak and saved bytes and
-    its saving vs the baseline."""
-    out: dict[str, dict[tuple[int, int], dict[str, Any]]] = {"seq": {}, "batch": {}}
-    for p in exp2["points"]:
-        row = out[p["sweep"]].setdefault(
-            (p["batch"], p["seq_len"]), {"batch": p["batch"], "seq_len": p["seq_len"]}
-        )
-        row[p["variation"]] = p["memory"]
-    for rows in out.values():
-        for row in rows.values():
-            base = row.get(BASELINE)
-            for name, memory in list(row.items()):
-                if name in (BASELINE, "batch", "seq_len") or memory is None or base is None:
-                    continue
-                row[f"{name}:peak_saving"] = 1 - memory["peak_bytes"] / base["peak_bytes"]
-                row[f"{name}:saved_saving"] = 1 - memory["saved_bytes"] / base["saved_bytes"]
-                row[f"{name}:saved_diff_bytes"] = base["saved_bytes"] - memory["saved_bytes"]
-    return list(out["seq"].values()), list(out["batch"].values())
+def exp2_rows(exp2: Exp2Result) -> tuple[list[SweepRow], list[SweepRow]]:
+    """(seq sweep rows, batch sweep rows): per shape, in sweep order, each variation's memory."""
+    shapes: dict[str, dict[tuple[int, int], dict[str, StepMemory | None]]] = {"seq": {}, "batch": {}}
+    for p in exp2.points:
+        shapes[p.sweep].setdefault((p.batch, p.seq_len), {})[p.variation] = p.memory
+    seq, batch = ([SweepRow(b, n, memory) for (b, n), memory in shapes[k].items()] for k in ("seq", "batch"))
+    return seq, batch
 
 
 STATUS = ("PASS", "FAIL", "NOT RUN")
@@ -287,7 +311,7 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The study's success criteria, each PASS / FAIL / NOT RUN with its figure and the command that
     reproduces it (the runner's own command, or the pytest command of the tests that check it)."""
     out = _exp1_criteria(results["exp-1"], RUN_COMMAND.format("exp-1")) if "exp-1" in results else []
-    exp2 = results.get("exp-2")
+    exp2 = Exp2Result.from_dict(results["exp-2"]) if "exp-2" in results else None
     out += _exp2_criteria(exp2, RUN_COMMAND.format("exp-2")) if exp2 else []
     out.append(
         _criterion(
@@ -299,14 +323,14 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
             TESTS["gradcheck"],
         )
     )
-    systems = (exp2 or {}).get("systems", {}).get("rows", [])
+    systems = exp2.systems.rows if exp2 and exp2.systems else []
     for key, variant, name in (
         ("compile", "compile+patch", "works unmodified with torch.compile"),
         ("amp", "amp+patch", "works unmodified with AMP (bf16 autocast)"),
     ):
-        row = next((r for r in systems if r["variant"] == variant), None)
+        row = next((r for r in systems if r.variant == variant), None)
         measured = (
-            f"{variant} trained in exp-2 (loss {row['loss']:.3f}); equality: the tests"
+            f"{variant} trained in exp-2 (loss {row.loss:.3f}); equality: the tests"
             if row
             else f"{variant} not among the exp-2 systems run; equality: the tests"
         )
@@ -315,7 +339,7 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
                 name,
                 "trains, same results",
                 measured,
-                None if row is None else math.isfinite(row["loss"]),
+                None if row is None else math.isfinite(row.loss),
                 "exp-2 systems + tests",
                 f"{RUN_COMMAND.format('exp-2')}; {TESTS[key]}",
             )
@@ -333,12 +357,10 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _exp2_criteria(exp2: dict[str, Any], command: str) -> list[dict[str, Any]]:
+def _exp2_criteria(exp2: Exp2Result, command: str) -> list[dict[str, Any]]:
     seq_rows, _ = exp2_rows(exp2)
-    name = next((v for v in exp2["settings"]["variations"] if v != BASELINE), MAIN)
-    savings = [
-        (r["seq_len"], r.get(f"{name}:peak_saving"), r.get(f"{name}:saved_diff_bytes")) for r in seq_rows
-    ]
+    name = next((v for v in exp2.settings["variations"] if v != BASELINE), MAIN)
+    savings = [(r.seq_len, r.peak_saving(name), r.saved_diff_bytes(name)) for r in seq_rows]
     savings = [x for x in savings if x[1] is not None]
     out = []
     if savings:
@@ -367,11 +389,11 @@ def _exp2_criteria(exp2: dict[str, Any], command: str) -> list[dict[str, Any]]:
                 command,
             )
         )
-    fits = [c for c in exp2["showcase"] if not c["baseline_fits"] and c["variation"] == name]
+    fits = [c for c in exp2.showcase if not c.baseline_fits and c.variation == name]
     text = (
         "; ".join(
-            f"batch {c['batch']} x seq {c['seq_len']}: baseline {baseline_peak(c)} > budget "
-            f"{_mib(c['budget_bytes'])} >= packed {_mib(c['packed_peak_bytes'])}"
+            f"batch {c.batch} x seq {c.seq_len}: baseline {baseline_peak(c)} > budget "
+            f"{_mib(c.budget_bytes)} >= packed {_mib(c.packed_peak_bytes)}"
             for c in fits
         )
         or "none found"
@@ -384,12 +406,12 @@ def _exp2_criteria(exp2: dict[str, Any], command: str) -> list[dict[str, Any]]:
     return out
 
 
-def baseline_peak(case: dict[str, Any]) -> str:
+def baseline_peak(case: BudgetShowcase) -> str:
     """A showcase's baseline peak, or the smaller size at which it already exceeded the budget."""
-    over = case.get("baseline_over_budget_at")
-    if case["baseline_peak_bytes"] is None and over is not None:
-        return f"(not measured: over budget already at {case['kind']} size {over})"
-    return _mib(case["baseline_peak_bytes"])
+    over = case.baseline_over_budget_at
+    if case.baseline_peak_bytes is None and over is not None:
+        return f"(not measured: over budget already at {case.kind} size {over})"
+    return _mib(case.baseline_peak_bytes)
 
 
 def _mib(n: int | None) -> str:

@@ -20,9 +20,12 @@ step (peak memory and saved bytes) after the optimizer state exists.
 Every variation's sweeps and searches, the systems timing and each system's search are stored
 as their own JSON file when a `RunStore` is given: a restarted run redoes only what is missing.
 
+The result is the JSON form of a `records.Exp2Result` (what results.json holds); read it with
+`Exp2Result.from_dict`.
+
 Example:
-    >>> result = run_exp2(Exp2Settings.quick())
-    >>> result["search"]["batch"]["baseline"]["best"], result["search"]["batch"]["packed-1bit-lazy"]["best"]
+    >>> result = Exp2Result.from_dict(run_exp2(Exp2Settings.quick()))
+    >>> result.search["batch"]["baseline"].best, result.search["batch"]["packed-1bit-lazy"].best
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.kit.probes import step_memory
+from benchmarks.kit.probes import StepMemory, step_memory
 from benchmarks.kit.training import model_from_config, random_batch, train_step
 
 from .budget import Search, largest_fitting
 from .machine import machine_info
+from .records import BudgetShowcase, Exp2Result, SweepPoint, SystemComparison, SystemMeasurement
 from .resume import RunStore
 from .variations import BASELINE, Variation, applied, parse_variations
 
@@ -120,7 +124,7 @@ class _Bench:
     def __init__(self, s: Exp2Settings, bar: tqdm) -> None:
         self.s, self.bar = s, bar
         self.variation = "baseline"
-        self._measured: dict[tuple[str, int, int], dict[str, int] | None] = {}
+        self._measured: dict[tuple[str, int, int], StepMemory | None] = {}
         torch.manual_seed(0)
         self.model = model_from_config(s.model, max_positions=max(*s.seq_lens, s.max_seq))
         self.model.set_attn_implementation(s.baseline_attn)
@@ -132,20 +136,18 @@ class _Bench:
     def _batch(self, batch: int, seq_len: int) -> dict[str, torch.Tensor]:
         return random_batch(self.model.config.vocab_size, batch, seq_len, device=self.s.device)
 
-    def measure(self, batch: int, seq_len: int) -> dict[str, int] | None:
-        """StepMemory fields of one step, or None when the device ran out of memory (measured
+    def measure(self, batch: int, seq_len: int) -> StepMemory | None:
+        """The memory of one step, or None when the device ran out of memory (measured
         once per variation and shape: memory does not depend on the data)."""
         key = (self.variation, batch, seq_len)
         if key not in self._measured:
             self._measured[key] = self._measure(batch, seq_len)
         return self._measured[key]
 
-    def _measure(self, batch: int, seq_len: int) -> dict[str, int] | None:
+    def _measure(self, batch: int, seq_len: int) -> StepMemory | None:
         self.bar.set_postfix_str(f"{self.variation} batch {batch} seq {seq_len}")
         try:
-            memory = step_memory(
-                self.model, self.optimizer, self._batch(batch, seq_len), self.s.device
-            ).as_dict()
+            memory = step_memory(self.model, self.optimizer, self._batch(batch, seq_len), self.s.device)
         except torch.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -154,31 +156,22 @@ class _Bench:
         return memory
 
 
-def _peak(memory: dict[str, int] | None) -> int | None:
-    return None if memory is None else memory["peak_bytes"]
+def _peak(memory: StepMemory | None) -> int | None:
+    return None if memory is None else memory.peak_bytes
 
 
-def _sweeps(bench: _Bench, variation: Variation) -> list[dict[str, Any]]:
+def _sweeps(bench: _Bench, variation: Variation) -> list[SweepPoint]:
     s, points = bench.s, []
     for sweep, batch_seq in (
         ("seq", [(s.seq_batch, n) for n in s.seq_lens]),
         ("batch", [(b, s.batch_seq) for b in s.batch_sizes]),
     ):
         for batch, seq_len in batch_seq:
-            memory = bench.measure(batch, seq_len)
-            points.append(
-                {
-                    "sweep": sweep,
-                    "variation": variation.name,
-                    "batch": batch,
-                    "seq_len": seq_len,
-                    "memory": memory,
-                }
-            )
+            points.append(SweepPoint(sweep, variation.name, batch, seq_len, bench.measure(batch, seq_len)))
     return points
 
 
-def _searches(bench: _Bench, budget: int) -> dict[str, Any]:
+def _searches(bench: _Bench, budget: int) -> dict[str, Search]:
     s = bench.s
     by_batch = largest_fitting(lambda b: _peak(bench.measure(b, s.search_seq)), budget, 1, s.max_batch)
     by_seq = largest_fitting(
@@ -188,8 +181,8 @@ def _searches(bench: _Bench, budget: int) -> dict[str, Any]:
 
 
 def _showcase(
-    bench: _Bench, searches: dict[str, dict[str, Any]], packed: str, budget: int
-) -> list[dict[str, Any]]:
+    bench: _Bench, searches: dict[str, dict[str, Search]], packed: str, budget: int
+) -> list[BudgetShowcase]:
     """Configurations the packed variation fits and the baseline does not, both peaks measured."""
     s, cases = bench.s, []
     for kind, results in searches.items():
@@ -210,17 +203,17 @@ def _showcase(
             bench.variation = BASELINE  # the model is unpatched here
             base_peak = _peak(bench.measure(batch, seq_len))
         cases.append(
-            {
-                "kind": kind,
-                "batch": batch,
-                "seq_len": seq_len,
-                "variation": packed,
-                "budget_bytes": budget,
-                "baseline_peak_bytes": base_peak,
-                "baseline_over_budget_at": None if over is None else over.size,
-                "packed_peak_bytes": pack.peak_at(size),
-                "baseline_fits": over is None and base_peak is not None and base_peak <= budget,
-            }
+            BudgetShowcase(
+                kind=kind,
+                batch=batch,
+                seq_len=seq_len,
+                variation=packed,
+                budget_bytes=budget,
+                baseline_peak_bytes=base_peak,
+                baseline_over_budget_at=None if over is None else over.size,
+                packed_peak_bytes=pack.peak_at(size),
+                baseline_fits=over is None and base_peak is not None and base_peak <= budget,
+            )
         )
     return cases
 
@@ -245,7 +238,7 @@ def _system_search(s: Exp2Settings, name: str, budget: int) -> Search:
     return largest_fitting(peak_of, budget, 1, s.system_max_batch)
 
 
-def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> dict[str, Any]:
+def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> SystemComparison:
     """Interleaved timing and memory of every toolbox variant in `s.systems`, then its budget search."""
     from benchmarks.kit.toolbox import interleaved
 
@@ -269,22 +262,25 @@ def _systems(s: Exp2Settings, store: RunStore, progress: bool) -> dict[str, Any]
             "max_batch": s.system_max_batch,
             "device": s.device,
         }
-        searches[name] = store.get(
-            f"exp-2/systems/budget-{name}",
-            search_config,
-            lambda n=name: _system_search(s, n, budget).as_dict(),
+        searches[name] = Search.from_dict(
+            store.get(
+                f"exp-2/systems/budget-{name}",
+                search_config,
+                lambda n=name: _system_search(s, n, budget).as_dict(),
+            )
         )
-    return {
-        "rows": rows,
-        "budget_bytes": budget,
-        "search": searches,
-        "not_searched": [n for n in s.systems if "compile" in n],
-    }
+    return SystemComparison(
+        rows=[SystemMeasurement.from_dict(r) for r in rows],
+        budget_bytes=budget,
+        search=searches,
+        not_searched=[n for n in s.systems if "compile" in n],
+    )
 
 
 def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None = None) -> dict[str, Any]:
     """Sweeps, budget searches and showcases for the baseline and each packed variation, then the
-    system comparison; parts found in `store` with the same settings are read instead of run."""
+    system comparison, as the JSON form of an `Exp2Result`; parts found in `store` with the same
+    settings are read instead of run."""
     store = store or RunStore(None)
     variations = parse_variations(list(s.variations))
     budget = int(s.budget_mb * MIB)
@@ -292,19 +288,20 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None =
     bar = tqdm(total=len(variations) * per_variation, desc="exp-2", unit="step", disable=not progress)
     bench = _Bench(s, bar)
     config = {k: v for k, v in asdict(s).items() if k != "variations" and not k.startswith("system")}
-    points, searches = [], {"batch": {}, "seq": {}}
+    points: list[SweepPoint] = []
+    searches: dict[str, dict[str, Search]] = {"batch": {}, "seq": {}}
     for variation in variations:
 
         def measure(v: Variation = variation) -> dict[str, Any]:
             with applied(bench.model, v):
                 bench.variation = v.name
                 return {
-                    "points": _sweeps(bench, v),
+                    "points": [p.as_dict() for p in _sweeps(bench, v)],
                     "search": {kind: r.as_dict() for kind, r in _searches(bench, budget).items()},
                 }
 
         part = store.get(f"exp-2/scaling/{variation.name}", config, measure)
-        points += part["points"]
+        points += map(SweepPoint.from_dict, part["points"])
         for kind, search in part["search"].items():
             searches[kind][variation.name] = Search.from_dict(search)
     showcase = []
@@ -312,11 +309,10 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None =
         showcase += _showcase(bench, searches, variation.name, budget)
     bar.total = bar.n  # the searches' step count is only known once they end
     bar.close()
-    return {
-        "experiment": "exp-2",
-        "settings": asdict(s),
-        "machine": machine_info(s.device),
-        "model_config": {
+    return Exp2Result(
+        settings=asdict(s),
+        machine=machine_info(s.device),
+        model_config={
             k: getattr(bench.model.config, k)
             for k in (
                 "num_hidden_layers",
@@ -326,11 +322,9 @@ def run_exp2(s: Exp2Settings, *, progress: bool = True, store: RunStore | None =
                 "vocab_size",
             )
         },
-        "parameters": sum(p.numel() for p in bench.model.parameters()),
-        "points": points,
-        "search": {
-            kind: {name: r.as_dict() for name, r in by_name.items()} for kind, by_name in searches.items()
-        },
-        "showcase": showcase,
-        "systems": _systems(s, store, progress) if s.systems else {},
-    }
+        parameters=sum(p.numel() for p in bench.model.parameters()),
+        points=points,
+        search=searches,
+        showcase=showcase,
+        systems=_systems(s, store, progress) if s.systems else None,
+    ).as_dict()

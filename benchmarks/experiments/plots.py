@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from .analysis import exp1_rows, pareto_front  # noqa: E402
-from .records import Exp1Run  # noqa: E402
+from .records import Exp1Run, Exp2Result, SweepPoint  # noqa: E402
 from .variations import BASELINE  # noqa: E402
 
 __all__ = ["PLOTS", "loss_curves", "max_size", "memory_vs_batch", "memory_vs_seq", "pareto", "throughput"]
@@ -32,26 +32,24 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _variations(points: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(p["variation"] for p in points))
+def _variations(records: list[SweepPoint] | list[Exp1Run]) -> list[str]:
+    return list(dict.fromkeys(r.variation for r in records))
 
 
-def _memory_vs(exp2: dict[str, Any], path: Path, sweep: str, x_key: str, x_label: str) -> Path | None:
-    points = [p for p in exp2["points"] if p["sweep"] == sweep and p["memory"] is not None]
+def _memory_vs(exp2: dict[str, Any], path: Path, sweep: str, x_field: str, x_label: str) -> Path | None:
+    points = [p for p in Exp2Result.from_dict(exp2).points if p.sweep == sweep and p.memory is not None]
     if not points:
         return None
     fig, (ax_peak, ax_saved) = plt.subplots(1, 2, figsize=(10, 4))
     for i, name in enumerate(_variations(points)):
-        own = sorted((p for p in points if p["variation"] == name), key=lambda p: p[x_key])
-        xs = [p[x_key] for p in own]
-        ax_peak.plot(
-            xs, [p["memory"]["peak_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name
-        )
+        own = sorted((p for p in points if p.variation == name), key=lambda p: getattr(p, x_field))
+        xs = [getattr(p, x_field) for p in own]
+        ax_peak.plot(xs, [p.memory.peak_bytes / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name)
         ax_saved.plot(
-            xs, [p["memory"]["saved_bytes"] / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name
+            xs, [p.memory.saved_bytes / MIB for p in own], marker="o", ls=_STYLES[i % 6], label=name
         )
     fixed = "batch" if sweep == "seq" else "seq"
-    other = points[0]["batch"] if sweep == "seq" else points[0]["seq_len"]
+    other = points[0].batch if sweep == "seq" else points[0].seq_len
     for ax, title in ((ax_peak, "peak memory per training step"), (ax_saved, "saved for backward")):
         ax.set(xlabel=x_label, ylabel="MiB", title=f"{title} ({fixed} {other})")
         ax.set_xscale("log", base=2)
@@ -81,7 +79,7 @@ def loss_curves(exp1: dict[str, Any], path: Path) -> Path | None:
     for col, (task_name, task) in enumerate(tasks.items()):
         ax_loss, ax_val = axes[0][col], axes[1][col]
         runs = [Exp1Run.from_dict(r) for r in task["runs"]]
-        for i, name in enumerate(_variations(task["runs"])):
+        for i, name in enumerate(_variations(runs)):
             for j, run in enumerate(r for r in runs if r.variation == name):
                 style = dict(
                     ls=_STYLES[i % 6],
@@ -124,21 +122,22 @@ def throughput(exp1: dict[str, Any], path: Path) -> Path | None:
 
 def pareto(exp2: dict[str, Any], path: Path) -> Path | None:
     """Peak memory (x) vs median step time (y) of each system variant, labelled, Pareto front drawn."""
-    rows = (exp2.get("systems") or {}).get("rows")
+    result = Exp2Result.from_dict(exp2)
+    rows = result.systems.rows if result.systems else []
     if not rows:
         return None
-    points = [(r["peak_bytes"] / MIB, r["median_s"]) for r in rows]
+    points = [(r.peak_bytes / MIB, r.median_s) for r in rows]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (row, (x, y)) in enumerate(zip(rows, points, strict=True)):
         ax.scatter(x, y, color="tab:red" if i in front else "tab:blue", zorder=3)
-        ax.annotate(row["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(row.variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.plot(*zip(*(points[i] for i in front), strict=True), color="tab:red", ls="--", label="Pareto front")
-    s = exp2["settings"]
+    s = result.settings
     ax.set(
         xlabel="peak memory per training step (MiB)",
         ylabel="median step time (s)",
-        title=f"memory vs time, batch {s['system_batch']} seq {s['system_seq']} ({exp2['machine']['device']})",
+        title=f"memory vs time, batch {s['system_batch']} seq {s['system_seq']} ({result.machine['device']})",
     )
     ax.grid(alpha=0.3)
     ax.legend()
@@ -147,10 +146,10 @@ def pareto(exp2: dict[str, Any], path: Path) -> Path | None:
 
 def max_size(exp2: dict[str, Any], path: Path) -> Path | None:
     """Largest batch and largest sequence length under the memory budget, per variation."""
-    search = exp2.get("search") or {}
+    result = Exp2Result.from_dict(exp2)
+    search, s = result.search, result.settings
     if not search:
         return None
-    s = exp2["settings"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, kind, title in (
         (axes[0], "batch", f"largest batch (seq {s['search_seq']})"),
@@ -158,7 +157,7 @@ def max_size(exp2: dict[str, Any], path: Path) -> Path | None:
     ):
         names = list(search[kind])
         scale = s["seq_step"] if kind == "seq" else 1
-        best = [(search[kind][n]["best"] or 0) * scale for n in names]
+        best = [(search[kind][n].best or 0) * scale for n in names]
         ax.bar(names, best, color=["grey" if n == BASELINE else "tab:green" for n in names])
         for x, value in enumerate(best):
             ax.annotate(str(value), (x, value), ha="center", va="bottom")

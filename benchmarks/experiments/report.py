@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .analysis import baseline_peak, criteria, exp1_rows, exp2_rows, hypotheses, pareto_front
-from .records import Exp1Run
+from .analysis import SweepRow, baseline_peak, criteria, exp1_rows, exp2_rows, hypotheses, pareto_front
+from .budget import Search
+from .records import Exp1Run, Exp2Result
 from .variations import BASELINE
 
 __all__ = ["write_report"]
@@ -236,31 +238,31 @@ def _exp1_section(exp1: dict[str, Any], plots: dict[str, Path]) -> list[str]:
     return lines
 
 
-def _sweep_table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
+def _sweep_table(rows: list[SweepRow], names: list[str]) -> list[str]:
     header = ["batch", "seq"] + [f"{n} peak MiB" for n in names] + [f"{n} saved MiB" for n in names]
     header += [f"{n} peak saving" for n in names[1:]] + [f"{n} saved saving" for n in names[1:]]
     body = []
     for r in rows:
-        mem = [r.get(n) for n in names]
+        mem = [r.memory.get(n) for n in names]
         body.append(
-            [r["batch"], r["seq_len"]]
-            + [_mib(m["peak_bytes"]) if m else "OOM" for m in mem]
-            + [_mib(m["saved_bytes"]) if m else "OOM" for m in mem]
-            + [_pct(r.get(f"{n}:peak_saving")) for n in names[1:]]
-            + [_pct(r.get(f"{n}:saved_saving")) for n in names[1:]]
+            [r.batch, r.seq_len]
+            + [_mib(m.peak_bytes) if m else "OOM" for m in mem]
+            + [_mib(m.saved_bytes) if m else "OOM" for m in mem]
+            + [_pct(r.peak_saving(n)) for n in names[1:]]
+            + [_pct(r.saved_saving(n)) for n in names[1:]]
         )
     return _table(header, body)
 
 
-def _exp2_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
-    s, cfg = exp2["settings"], exp2["model_config"]
-    names = list(dict.fromkeys(p["variation"] for p in exp2["points"]))
+def _exp2_section(exp2: Exp2Result, plots: dict[str, Path]) -> list[str]:
+    s, cfg = exp2.settings, exp2.model_config
+    names = list(dict.fromkeys(p.variation for p in exp2.points))
     seq_rows, batch_rows = exp2_rows(exp2)
     lines = [
         "## exp-2: scaling and memory budget",
         "",
         f"Architecture of `{s['model']}` ({cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, "
-        f"{cfg['num_attention_heads']} heads, {exp2['parameters'] / 1e6:.1f} M parameters), random weights, random "
+        f"{cfg['num_attention_heads']} heads, {exp2.parameters / 1e6:.1f} M parameters), random weights, random "
         "token ids without padding (memory depends on shapes only); one tracked AdamW step per point. "
         "A saving of +x% means the packed variation needs x% less than the baseline.",
         "",
@@ -281,46 +283,46 @@ def _exp2_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
         "",
     ]
     body = []
-    for kind, by_name in exp2["search"].items():
+    for kind, by_name in exp2.search.items():
         unit = (
             f"x {s['seq_step']} tokens, batch {s['search_batch']}"
             if kind == "seq"
             else f"seq {s['search_seq']}"
         )
         for name, r in by_name.items():
-            best = r["best"] if kind == "batch" or r["best"] is None else r["best"] * s["seq_step"]
+            best = r.best if kind == "batch" or r.best is None else r.best * s["seq_step"]
             probes = ", ".join(
-                f"{p['size']}: {_mib(p['peak_bytes'])}" for p in sorted(r["probes"], key=lambda p: p["size"])
+                f"{p.size}: {_mib(p.peak_bytes)}" for p in sorted(r.probes, key=lambda p: p.size)
             )
-            body.append([f"{kind} ({unit})", name, f"**{best}**" + (" (cap)" if r["capped"] else ""), probes])
+            body.append([f"{kind} ({unit})", name, f"**{best}**" + (" (cap)" if r.capped else ""), probes])
     lines += _table(["search", "variation", "largest fitting", "probes (size: peak MiB)"], body)
     lines += ["", "Configurations the packed variation fits and the baseline does not:", ""]
     lines += _table(
         ["batch", "seq", "budget MiB", "baseline peak MiB", "packed peak MiB", "variation"],
         [
             [
-                c["batch"],
-                c["seq_len"],
-                _mib(c["budget_bytes"]),
+                c.batch,
+                c.seq_len,
+                _mib(c.budget_bytes),
                 baseline_peak(c),
-                _mib(c["packed_peak_bytes"]),
-                c["variation"],
+                _mib(c.packed_peak_bytes),
+                c.variation,
             ]
-            for c in exp2["showcase"]
+            for c in exp2.showcase
         ]
         or [["-"] * 6],
     )
     if "max_size.png" in plots:
         lines += ["", "![max_size.png](max_size.png)"]
-    if exp2.get("systems"):
+    if exp2.systems:
         lines += _systems_section(exp2, plots)
     return lines + [""]
 
 
-def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
-    s, systems = exp2["settings"], exp2["systems"]
-    rows = systems["rows"]
-    front = {rows[i]["variant"] for i in pareto_front([(r["peak_bytes"], r["median_s"]) for r in rows])}
+def _systems_section(exp2: Exp2Result, plots: dict[str, Path]) -> list[str]:
+    s, systems = exp2.settings, exp2.systems
+    rows = systems.rows
+    front = {rows[i].variant for i in pareto_front([(r.peak_bytes, r.median_s) for r in rows])}
     base = rows[0]
     lines = [
         "",
@@ -329,7 +331,7 @@ def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
         "The real pretrained model (`benchmarks.kit.toolbox` variants), stock default attention; "
         f"{s['system_rounds']} interleaved rounds of one step per variant (rotated order). retained: bytes made by",
         "the forward and still alive after it (what the graph keeps for backward, checkpoint-held inputs",
-        f"included). time ratio: median over rounds of step time / `{base['variant']}`'s. Pareto: no other variant",
+        f"included). time ratio: median over rounds of step time / `{base.variant}`'s. Pareto: no other variant",
         "is both smaller and faster.",
         "",
     ]
@@ -343,27 +345,27 @@ def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
             "median step ms",
             "time ratio",
             "Pareto",
-            f"largest batch under {systems['budget_bytes'] / MIB:.0f} MiB",
+            f"largest batch under {systems.budget_bytes / MIB:.0f} MiB",
         ],
         [
             [
-                r["variant"],
-                _mib(r["peak_bytes"]),
-                f"{r['peak_bytes'] / base['peak_bytes']:.2f}x",
-                _mib(r["retained_bytes"]),
-                f"{r['retained_bytes'] / base['retained_bytes']:.2f}x",
-                f"{r['median_s'] * 1e3:.0f}",
-                f"{r['time_ratio']:.3f}x",
-                "yes" if r["variant"] in front else "",
-                _best(systems["search"].get(r["variant"])),
+                r.variant,
+                _mib(r.peak_bytes),
+                f"{r.peak_bytes / base.peak_bytes:.2f}x",
+                _mib(r.retained_bytes),
+                f"{r.retained_bytes / base.retained_bytes:.2f}x",
+                f"{r.median_s * 1e3:.0f}",
+                f"{r.time_ratio:.3f}x",
+                "yes" if r.variant in front else "",
+                _best(systems.search.get(r.variant)),
             ]
             for r in rows
         ],
     )
-    if systems["not_searched"]:
+    if systems.not_searched:
         lines += [
             "",
-            f"Not searched: {', '.join(systems['not_searched'])} (torch.compile specialises on shapes: every",
+            f"Not searched: {', '.join(systems.not_searched)} (torch.compile specialises on shapes: every",
             "probed batch would recompile, minutes each on 2 CPU cores; `dynamic=True` compiles other code).",
         ]
     if "pareto.png" in plots:
@@ -371,10 +373,10 @@ def _systems_section(exp2: dict[str, Any], plots: dict[str, Path]) -> list[str]:
     return lines
 
 
-def _best(search: dict[str, Any] | None) -> str:
+def _best(search: Search | None) -> str:
     if search is None:
         return "-"
-    return "none" if search["best"] is None else f"{search['best']}" + (" (cap)" if search["capped"] else "")
+    return "none" if search.best is None else f"{search.best}" + (" (cap)" if search.capped else "")
 
 
 _METHOD = """## How it was measured
@@ -427,19 +429,19 @@ def _csv_files(results: dict[str, Any], out: Path) -> None:
             [_flat("", {"task": name} | r) for name, t in tasks.items() for r in exp1_rows(t)],
         )
     if "exp-2" in results:
-        exp2 = results["exp-2"]
-        _write_csv(out / "exp2_points.csv", [_flat("", p) for p in exp2["points"]])
+        exp2 = Exp2Result.from_dict(results["exp-2"])
+        _write_csv(out / "exp2_points.csv", [_flat("", p.as_dict()) for p in exp2.points])
         probes = [
-            {"search": kind, "variation": name, "best": r["best"], **p}
-            for kind, by_name in exp2["search"].items()
+            {"search": kind, "variation": name, "best": r.best, **asdict(p)}
+            for kind, by_name in exp2.search.items()
             for name, r in by_name.items()
-            for p in r["probes"]
+            for p in r.probes
         ]
         _write_csv(out / "exp2_search.csv", probes)
-        systems = exp2.get("systems") or {}
+        rows = exp2.systems.rows if exp2.systems else []
         _write_csv(
             out / "exp2_systems.csv",
-            [{k: v for k, v in r.items() if k != "step_s"} for r in systems.get("rows", [])],
+            [{k: v for k, v in asdict(r).items() if k != "step_s"} for r in rows],
         )
 
 
@@ -471,7 +473,7 @@ def write_report(results: dict[str, Any], out: Path, *, command: str = "") -> Pa
     if "exp-1" in results:
         lines += _exp1_section(results["exp-1"], plots)
     if "exp-2" in results:
-        lines += _exp2_section(results["exp-2"], plots)
+        lines += _exp2_section(Exp2Result.from_dict(results["exp-2"]), plots)
     lines += [_METHOD]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -121,4 +121,4 @@ def systems_small() -> dict[str, Any]:
         system_max_batch=2,
         device="cpu",
     )
-    return _systems(settings, RunStore(None), progress=False)
+    return _systems(settings, RunStore(None), progress=False).as_dict()  # as results.json holds it

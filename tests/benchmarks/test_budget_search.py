@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from benchmarks.experiments.analysis import criteria, exp2_rows
 from benchmarks.experiments.budget import largest_fitting
+from benchmarks.experiments.records import Exp2Result
 from benchmarks.kit.probes import step_memory
 from benchmarks.kit.training import model_from_config, random_batch, train_step
 from bittensor_core.errors import PackedBoolValueError
@@ -57,17 +59,17 @@ def test_search_edges_on_real_steps(measured_peak) -> None:
 
 def test_exp2_sweeps_and_searches(exp2_small: dict[str, Any]) -> None:
     s = exp2_small["settings"]
-    seq_rows, batch_rows = exp2_rows(exp2_small)
-    assert [r["seq_len"] for r in seq_rows] == list(s["seq_lens"])
-    assert [r["batch"] for r in batch_rows] == list(s["batch_sizes"])
+    seq_rows, batch_rows = exp2_rows(Exp2Result.from_dict(exp2_small))
+    assert [r.seq_len for r in seq_rows] == list(s["seq_lens"])
+    assert [r.batch for r in batch_rows] == list(s["batch_sizes"])
     for row in seq_rows + batch_rows:
-        base, packed = row["baseline"], row["packed-1bit-lazy"]
-        assert packed["saved_bytes"] < base["saved_bytes"]
+        base, packed = row.memory["baseline"], row.memory["packed-1bit-lazy"]
+        assert packed.saved_bytes < base.saved_bytes
         # Where the optimizer step sets the peak, packed may hold a few KiB more: constant lookup tables.
-        assert packed["peak_bytes"] <= base["peak_bytes"] + CONSTANT_TABLES
-        assert packed["mask_bytes"] > 0 and base["mask_bytes"] == 0
-    assert seq_rows[-1]["packed-1bit-lazy"]["peak_bytes"] < seq_rows[-1]["baseline"]["peak_bytes"]
-    diffs = [r["packed-1bit-lazy:saved_diff_bytes"] for r in seq_rows]
+        assert packed.peak_bytes <= base.peak_bytes + CONSTANT_TABLES
+        assert packed.mask_bytes > 0 and base.mask_bytes == 0
+    assert seq_rows[-1].memory["packed-1bit-lazy"].peak_bytes < seq_rows[-1].memory["baseline"].peak_bytes
+    diffs = [r.saved_diff_bytes("packed-1bit-lazy") for r in seq_rows]
     assert diffs == sorted(diffs) and diffs[0] < diffs[-1]
     budget = int(s["budget_mb"] * 2**20)
     for kind in ("batch", "seq"):
@@ -91,3 +93,11 @@ def test_exp2_sweeps_and_searches(exp2_small: dict[str, Any]) -> None:
     found = {c["criterion"]: c for c in criteria({"exp-2": exp2_small})}
     assert found["a configuration fits that the baseline cannot"]["status"] == "PASS"
     assert found["saved-bytes saving grows (at least) linearly with sequence length"]["status"] == "PASS"
+
+
+def test_exp2_result_reads_back_its_own_json_form(exp2_small: dict[str, Any]) -> None:
+    """What run_exp2 returns (and results.json holds) decodes to records and encodes back unchanged."""
+    result = Exp2Result.from_dict(exp2_small)
+    assert result.points[0].memory.peak_bytes == exp2_small["points"][0]["memory"]["peak_bytes"]
+    assert result.search["batch"]["baseline"].best == exp2_small["search"]["batch"]["baseline"]["best"]
+    assert json.loads(json.dumps(result.as_dict())) == json.loads(json.dumps(exp2_small))

@@ -23,6 +23,7 @@ from layers import PackedDropout
 
 from .tiny_models import (
     ARCHS,
+    BART,
     assert_identical,
     loss_and_grads,
     stock_experts,
@@ -67,8 +68,6 @@ def test_checkpointing_plus_patch_with_functional_dropout(reentrant: bool) -> No
     """BART calls F.dropout in its layers. Inside a non-reentrant checkpoint those calls stay stock:
     the checkpoint keeps nothing of them and transformers recomputes the layer's forward without
     its hooks, so forward and recompute must draw alike (else checkpoint's metadata check fails)."""
-    from .test_faithful_attention import BART
-
     inputs = BART.inputs()
     reference = BART.model()
     enable_checkpointing(reference, use_reentrant=reentrant)

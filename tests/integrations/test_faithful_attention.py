@@ -16,6 +16,7 @@ from integrations.huggingface import patch_model, unpatch_model
 
 from .tiny_models import (
     ARCHS,
+    BART,
     Arch,
     _text,
     assert_identical,
@@ -28,31 +29,6 @@ from .tiny_models import (
 
 pytest.importorskip("transformers")
 
-
-def _bart():
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    config = BartConfig(
-        vocab_size=128,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=256,
-        dropout=0.1,
-        attention_dropout=0.1,
-        activation_dropout=0.1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    return BartForConditionalGeneration(config)
-
-
-BART = Arch("bart", _bart, _text("tokens"))
 MODELS = {**ARCHS, "bart": BART}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,8 @@ from torch import nn
 from bittensor_core import PackedBool
 from bittensor_core.errors import PackedBoolValueError
 from layers import MaskStorage
+
+from .tiny_models import T5, assert_identical, kept_storage_sizes, loss_and_grads
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,6 +33,7 @@ from integrations.hf_attention import (  # noqa: E402
     register_attention,
 )
 from integrations.hf_registry import registry_name  # noqa: E402
+from integrations.huggingface import patch_model  # noqa: E402
 
 
 class _Attention(nn.Module):
@@ -248,11 +253,6 @@ def _beit():
 def test_a_float_bias_as_eager_attention_mask_is_used_as_it_is(build) -> None:
     """Swin (always) and BEiT with relative position bias hand the eager attention function a float
     bias as attention_mask: the packed function adds it as eager does (it raised), in training and eval."""
-    import copy
-
-    from integrations.huggingface import patch_model
-    from tests.integrations.tiny_models import assert_identical, loss_and_grads
-
     torch.manual_seed(0)
     reference = build().train()
     reference.set_attn_implementation("eager")
@@ -284,11 +284,6 @@ def test_t5_keeps_no_score_sized_float_bias(impl: str) -> None:
     made into a per-layer float mask by transformers' SDPA function. Stock keeps neither for backward; patched,
     nothing score-sized is kept either (the shared (1, H, S, S) bias of each stack stays, at half that size
     here), and training is bit-identical."""
-    import copy
-
-    from integrations.huggingface import patch_model
-    from tests.integrations.tiny_models import T5, assert_identical, kept_storage_sizes, loss_and_grads
-
     reference = T5.model(attn_implementation=impl)
     patched = copy.deepcopy(reference)
     patch_model(patched)

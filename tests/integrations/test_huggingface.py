@@ -17,7 +17,7 @@ from integrations.hf_attention import STOCK
 from integrations.huggingface import patch_model, report, unpatch_model
 from layers import PackedDropout
 
-from .tiny_models import ARCHS, assert_identical, loss_and_grads
+from .tiny_models import ARCHS, BART, assert_identical, loss_and_grads
 
 pytest.importorskip("transformers")
 
@@ -216,8 +216,6 @@ def test_save_pretrained_from_a_patched_model_loads_unpatched(tmp_path) -> None:
 def test_functional_dropout_is_packed_and_unhooked() -> None:
     """BART's dropouts are F.dropout calls; while the model runs they go through packed_dropout
     (bit-identical: tests/integrations/test_faithful_attention.py) and save 1 bit per element."""
-    from .test_faithful_attention import BART
-
     model = BART.model()
     inputs = BART.inputs()
     stock_calls = _functional_dropout_calls(BART.model(), inputs)
@@ -423,8 +421,6 @@ def test_include_packs_only_the_chosen_layer_bit_identically() -> None:
 def test_exclude_keeps_functional_dropouts_of_a_block_stock() -> None:
     """BART with its decoder excluded: only the encoder's F.dropout calls are packed (observed: the
     embedding dropout and three per layer), and training stays bit-identical."""
-    from .test_faithful_attention import BART
-
     inputs = BART.inputs()
     reference, model = BART.model(), BART.model()
     result = patch_model(model, exclude=r"model\.decoder")

@@ -181,6 +181,29 @@ def _t5():
     return T5ForConditionalGeneration(config)
 
 
+def _bart():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    return BartForConditionalGeneration(config)
+
+
 _SMALL = dict(
     hidden_size=32,
     num_hidden_layers=2,
@@ -208,6 +231,9 @@ ARCHS = {
 # Not in ARCHS: T5 declares its attention wrappers (T5LayerSelfAttention), not the module that calls
 # the attention function (T5Attention inside), which the filter tests need.
 T5 = Arch("t5", _t5, _text("tokens"))
+# Not in ARCHS: BART calls dropout as F.dropout (no nn.Dropout to count) and runs 6 attention modules
+# (self, causal and cross), not the 2 the per-architecture counts of ARCHS assume.
+BART = Arch("bart", _bart, _text("tokens"))
 
 
 def loss_and_grads(model: torch.nn.Module, inputs: dict[str, torch.Tensor], seed: int = 1):

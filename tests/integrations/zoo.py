@@ -28,6 +28,8 @@ from torch.utils._pytree import tree_leaves
 
 from bittensor_core import PackedBool
 
+from .zoo_exclusions import EXCLUDED
+
 B, S, IMAGE = 2, 16, 32  # batch, sequence, image side
 VOCAB, P, STEPS = 128, 0.1, 3
 # Head mappings of transformers.models.auto.modeling_auto, in order of preference: the first that has a
@@ -543,8 +545,6 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     import transformers
-
-    from .test_zoo import EXCLUDED
 
     parser = argparse.ArgumentParser(prog="python -m tests.integrations.zoo")
     parser.add_argument("--markdown", action="store_true", help=f"rewrite the table in {DOC}")
