@@ -1,19 +1,18 @@
 """Packed bytes decoded straight to a float tensor holding 0 or `scale` (no bool tensor between).
 
 ``F.dropout`` multiplies by a noise tensor of 0 or 1 / (1 - p); this rebuilds exactly that tensor
-from a mask's packed bytes with one table lookup per byte (a byte of a 1-bit mask selects 8
-values), instead of unpacking to bool, casting and scaling (three passes over the activation).
-While compiling, the lookup is written as pointwise ops instead (see `_traced_rows`).
+from a mask's packed bytes, one byte's values at a time (`kernels.scaled_fields`: a table lookup in
+eager mode, pointwise ops while compiling), instead of unpacking to bool, casting and scaling (three
+passes over the activation).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
+from . import kernels
 from .layout import last_dim, per_byte
-from .tracing import tracing
+from .tracing import cut_to
 
 
 def unpack_scaled(
@@ -34,46 +33,6 @@ def unpack_scaled(
         >>> unpack_scaled(pb.packed, pb.shape, 1, torch.tensor(2.0))
         tensor([[2., 0., 2.]])
     """
-    if tracing():
-        rows = _traced_rows(packed, bits, scale)
-    else:
-        rows = _table(bits, scale, packed.device).index_select(
-            0, packed.reshape(-1).int()
-        )  # (bytes, 8 // bits)
-    cols = last_dim(shape)
+    rows = kernels.scaled_fields(packed, bits, scale)  # (bytes, 8 // bits)
     rows = rows.view(*packed.shape[:-1], packed.shape[-1] * per_byte(bits))  # not -1: may be empty
-    if tracing() or rows.shape[-1] != cols:  # drop the row padding (no size guard)
-        rows = rows[..., :cols]
-    return rows.reshape(shape)
-
-
-def constant(value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """A 0-dim constant, built on ``aten.empty`` while tracing: see NOTE (CSE) in layers.checkpointing."""
-    if tracing():
-        return torch.empty((), dtype=dtype, device=device).fill_(value)
-    return torch.full((), value, dtype=dtype, device=device)
-
-
-@lru_cache(maxsize=16)
-def _fields(bits: int, device: torch.device) -> torch.Tensor:
-    """(256, 8 // bits) bool: row b says which elements packed in byte b are set."""
-    shifts = torch.arange(per_byte(bits), device=device) * bits
-    return ((torch.arange(256, device=device)[:, None] >> shifts) & 1).bool()
-
-
-def _table(bits: int, scale: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(256, 8 // bits): row b holds the values (0 or `scale`) of the elements in byte b."""
-    # Built from the scale tensor itself (no float() of it): the exact value.
-    return torch.where(
-        _fields(bits, device), scale.to(device), torch.zeros((), dtype=scale.dtype, device=device)
-    )
-
-
-def _traced_rows(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.Tensor:
-    """The table lookup as pointwise ops (broadcast shift, and, where): inductor fuses them into the
-    kernel that multiplies by the result, and AOTAutograd's partitioner recomputes them in backward
-    from the saved bytes instead of saving the float tensor (it does not recompute an index_select).
-    Same values: 0 or `scale` exactly."""
-    shifts = torch.arange(per_byte(bits), device=packed.device, dtype=torch.uint8) * bits
-    fields = (packed.reshape(-1, 1) >> shifts) & 1
-    return torch.where(fields != 0, scale.to(packed.device), constant(0.0, scale.dtype, packed.device))
+    return cut_to(rows, last_dim(shape)).reshape(shape)  # drop the row padding

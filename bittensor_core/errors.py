@@ -1,5 +1,14 @@
 """The one error base class of packedbool."""
 
+__all__ = [
+    "CorruptPayloadError",
+    "PackedBoolError",
+    "PackedBoolFallbackWarning",
+    "PackedBoolTypeError",
+    "PackedBoolValueError",
+    "UnpackFallbackError",
+]
+
 
 class PackedBoolError(Exception):
     """Base class of every error packedbool raises on its own account.

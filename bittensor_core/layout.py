@@ -16,6 +16,8 @@ from torch._prims_common import make_contiguous_strides_for
 
 from .errors import PackedBoolValueError
 
+__all__ = ["UNPACK_MODES", "WIDTHS", "check_bits", "check_unpack_mode", "packed_shape", "row_bytes"]
+
 WIDTHS = (1, 2, 4, 8)
 UNPACK_MODES = ("lazy", "cached")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
+__all__ = ["enable_checkpointing"]
+
 NEW, OLD = "activation_checkpointing", "gradient_checkpointing"
 
 

@@ -20,7 +20,6 @@ from dataclasses import replace
 
 import torch
 
-from bittensor_core import Mask
 from layers import MaskStorage
 from layers.moe import ExpertBits, grouped_experts
 
@@ -58,5 +57,5 @@ def packed_experts_forward(
         (T, H): sum over each token's experts of weight * expert(token).
     """
     code = ExpertBits(self.num_experts, top_k_index.shape[-1])
-    routing = Mask.of(code.encode(top_k_index), options.bits, options.unpack)
+    routing = options.mask(code.encode(top_k_index))
     return grouped_experts(self, hidden_states, top_k_weights, routing, code, options)

@@ -36,6 +36,8 @@ from .patch_experts import Experts
 from .patch_functional_dropout import FunctionalDropout
 from .patch_kind import RAN, Patch, Scope
 
+__all__ = ["patch_model", "unpatch_model"]
+
 PATCHES: tuple[type[Patch], ...] = (DropoutModules, FunctionalDropout, Attention, Experts, Activations)
 KINDS = tuple(patch.kind for patch in PATCHES)
 _STATE = "_packedbool_patch"

@@ -7,8 +7,9 @@ activation's output as a recipe recomputed in backward. See docs/layers.md and d
 
 Exported: the modules and functionals a model calls, and the plug-in interface for new mask types
 (`MaskType`, `apply_mask`, `Draw`, `BernoulliMask`, `noise_scale`; docs/mask-types.md). Everything
-else is imported from its own module (``from layers.kept_draw import kept_draw``); the `Mask` a
-mask type receives is `bittensor_core.Mask`.
+else is imported from its own module, whose ``__all__`` lists what the project's other packages may
+use (``from layers.checkpointing import checkpoint``; tests/test_public_api.py holds every package to
+that). The `Mask` a mask type receives is `bittensor_core.Mask`.
 """
 
 from .activation_recompute import RecomputedActivation, recompute_scope

@@ -40,6 +40,8 @@ from .noise import noise_scale
 from .options import MaskStorage, check_floating, check_p
 from .samplers import draw_packed, get_sampler
 
+__all__ = ["DropoutSpec", "attention_backend", "attention_dropout", "attention_with", "packed_attention"]
+
 
 def packed_attention(
     query: torch.Tensor,

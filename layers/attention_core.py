@@ -24,8 +24,9 @@ from collections.abc import Callable
 
 import torch
 
-from bittensor_core.decode import constant
-from bittensor_core.tracing import tracing
+from bittensor_core.tracing import constant, tracing
+
+__all__ = ["sdpa_math"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

@@ -10,7 +10,7 @@ a later one, or of forward used by backward, is then saved for backward: the unp
 bias instead of the bytes, a 0-dim constant instead of nothing. ``aten.empty`` is never merged, so while
 tracing such values are built on it: `region_local` copies the mask bytes into a fresh buffer per region
 (and for `MaskFunction`'s backward), and
-`bittensor_core.decode.constant` builds constants on it (see docs/compile.md).
+`bittensor_core.tracing.constant` builds constants on it (see docs/compile.md).
 
 NOTE (respect_saved_tensors_hooks): torch 2.14 added ``checkpoint(..., respect_saved_tensors_hooks=)``.
 Left unset while a saved-tensor hook is active (``save_on_cpu``, ``pack_saved_bools``, a census), a
@@ -41,6 +41,15 @@ from bittensor_core import PackedBool, kernels
 from bittensor_core.tracing import tracing
 
 from .float_masks import BinaryFloatMask
+
+__all__ = [
+    "checkpoint",
+    "checkpoint_core",
+    "checkpoint_mask",
+    "checkpointed_mask",
+    "inside_checkpoint",
+    "shared_attention_mask",
+]
 
 # {"respect_saved_tensors_hooks": False} where the installed torch has the argument (2.14+), else {}.
 EXPLICIT_HOOKS: dict[str, bool] = (

@@ -21,6 +21,8 @@ import torch
 from bittensor_core import kernels
 from bittensor_core.tracing import tracing
 
+__all__ = ["BinaryFloatMask", "pack_float_masks", "restore_float_masks"]
+
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

@@ -116,7 +116,7 @@ def apply_mask(
             raise PackedBoolValueError(
                 "storage='seeded' needs a sampled mask; a given mask can only be packed."
             )
-        given = Mask.of(mask, storage.bits)  # plain bytes: the Function never sees a tensor subclass
+        given = storage.mask(mask)  # plain bytes: the Function never sees a tensor subclass
         # and the bool mask where it is at hand: forward reads it, only backward reads the bytes
         given, shape, plain = given.bytes, given.shape, given.unpacked
     elif storage.seeded and storage.sampler == "exact" and tracing():
@@ -131,7 +131,7 @@ def apply_mask(
             x, lambda size, keep: torch.empty(size, dtype=torch.bool, device="meta")
         ).shape
         given = kept_draw(
-            lambda like: Mask.of(mask_type.sample(like, _draw_for(sampler, like)), storage.bits).bytes, x
+            lambda like: storage.mask(mask_type.sample(like, _draw_for(sampler, like))).bytes, x
         )
     return MaskFunction.apply(mask_type, storage, given, shape, plain, x, *others)
 
@@ -154,7 +154,7 @@ class MaskFunction(torch.autograd.Function):
         if given is None:
             sampler = get_sampler(storage.sampler)
             key = sampler.key(x.device, replay=storage.seeded)
-            mask = Mask.of(mask_type.sample(x, _bind(sampler.draw, key, x)), storage.bits, storage.unpack)
+            mask = storage.mask(mask_type.sample(x, _bind(sampler.draw, key, x)))
         else:
             mask = Mask(given, given_shape, storage.bits, storage.unpack, given_plain)
         out = mask_type.apply(mask, x, *others)
@@ -175,7 +175,7 @@ class MaskFunction(torch.autograd.Function):
             like = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
             sampler = get_sampler(storage.sampler)
             drawn = mask_type.sample(like, _bind(sampler.redraw, kept, like, device))
-            mask = Mask.of(drawn, storage.bits, storage.unpack)
+            mask = storage.mask(drawn)
         else:
             # read as forward read them: region_local keeps the two reads apart (NOTE (CSE) in layers.checkpointing)
             mask = Mask(region_local(kept), ctx.mask_shape, storage.bits, storage.unpack)

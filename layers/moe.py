@@ -34,6 +34,8 @@ from .mask_type import MaskType, apply_mask
 from .options import MaskStorage
 from .router import RouterOutput, TopKRouter
 
+__all__ = ["ExpertBits", "PackedMoE", "grouped_experts"]
+
 
 class RoutingCode(ABC):
     """How a routing mask stores the (T, k) expert ids of T tokens' k (token, slot) pairs.
@@ -298,6 +300,6 @@ class PackedMoE(nn.Module):
         self.last_routing = routing
         tokens = x.reshape(routing.mask.shape[0], x.shape[-1])
         code = Membership(self.router.num_experts, self.router.top_k)
-        mask = Mask.of(routing.mask, self.options.bits)
+        mask = self.options.mask(routing.mask)
         y = grouped_experts(self.experts, tokens, routing.weights, mask, code, self.options)
         return y.reshape(x.shape)

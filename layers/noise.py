@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bittensor_core.decode import constant
-from bittensor_core.tracing import tracing
+from bittensor_core.tracing import constant, tracing
 
 
 def noise_scale(p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:

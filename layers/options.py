@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bittensor_core import PackedBool
+from bittensor_core import Mask, PackedBool
 from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 from bittensor_core.layout import check_bits, check_unpack_mode
 
@@ -87,6 +87,11 @@ class MaskStorage:
     def pack(self, mask: torch.Tensor) -> PackedBool:
         """The bool `mask` as a PackedBool of this width and unpack mode (an attention mask, packed once)."""
         return PackedBool(mask, bits=self.bits, unpack=self.unpack)
+
+    def mask(self, mask: torch.Tensor | PackedBool | Mask) -> Mask:
+        """`mask` (bool tensor, PackedBool or Mask) as the `Mask` a mask type runs on, at this width and
+        unpack mode: packed once, or sharing its bytes where they are already these."""
+        return Mask.of(mask, self.bits, self.unpack)
 
     def describe(self) -> str:
         """Short text for extra_repr, e.g. ``"bits=1, unpack='lazy'"`` (defaults of storage/sampler omitted)."""

@@ -35,6 +35,8 @@ from bittensor_core.tracing import tracing
 from .attention import DropoutSpec
 from .options import MaskStorage, check_floating, check_p
 
+__all__ = ["DropoutTape"]
+
 _ACTIVE: ContextVar[DropoutTape | None] = ContextVar("packedbool_dropout_tape", default=None)
 
 

@@ -88,7 +88,7 @@ class TopKRouter(nn.Module):
             )
         logits = self.gate(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))  # not -1: T may be 0
         probs = torch.softmax(logits, dim=-1)
-        mask = Mask.of(top_k_mask(probs, self.top_k), self.options.bits)
+        mask = self.options.mask(top_k_mask(probs, self.top_k))
         # probs * mask, with the mask saved at `bits` bits instead of a byte (or a float) per pair.
         weights = apply_mask(BernoulliMask(0.0), probs, mask=mask, storage=self.options)
         if self.normalize:

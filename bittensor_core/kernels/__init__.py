@@ -15,7 +15,9 @@ from types import ModuleType
 import torch
 
 from ..tracing import tracing
-from . import torch_ref
+from . import lookup, torch_ref
+
+__all__ = ["pack", "pack_flat", "popcount", "scaled_fields", "triton_available", "unpack", "unpack_flat"]
 
 
 def _is_eager(t: torch.Tensor) -> bool:
@@ -69,6 +71,14 @@ def unpack_flat(flat: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: i
     if not _is_eager(flat):
         return torch_ref.unpack_flat(flat, n, bits).view(shape)
     return unpack(flat, (n,), bits).view(shape)
+
+
+def scaled_fields(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.Tensor:
+    """uint8 bytes (any shape) -> (bytes, 8 // bits) of scale's dtype: the value, 0 or `scale`, of each
+    field of each byte. A 256-row table lookup in eager mode, pointwise ops while compiling."""
+    if not _is_eager(packed):
+        return torch_ref.scaled_fields(packed, bits, scale)
+    return lookup.scaled_fields(packed, bits, scale)
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..layout import last_dim, num_rows, packed_shape, per_byte, row_bytes
-from ..tracing import tracing
+from ..tracing import constant, cut_to, padded_to, tracing
 
 # Multiplying 8 little-endian 0/1 bytes (one int64) by this moves byte j's bit to bit 56 + j.
 _GATHER_BITS = 0x0102040810204080
@@ -24,9 +24,7 @@ def pack(mask: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack a bool tensor of any shape into uint8 rows (see `bittensor_core.layout`)."""
     cols, k = last_dim(mask.shape), per_byte(bits)
     nbytes = row_bytes(cols, bits)
-    rows = mask.reshape(num_rows(mask.shape), cols).view(torch.uint8)
-    if tracing() or nbytes * k != cols:  # compiling: no guard on the size (dynamic shapes)
-        rows = F.pad(rows, (0, nbytes * k - cols))
+    rows = padded_to(mask.reshape(num_rows(mask.shape), cols).view(torch.uint8), nbytes * k)
     if bits == 8:
         return rows.clone().view(packed_shape(mask.shape, bits))
     groups = rearrange(rows, "row (byte field) -> row byte field", field=k)
@@ -48,9 +46,7 @@ def unpack(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], bits: int)
     """Inverse of `pack`: a contiguous bool tensor of logical `shape`."""
     cols = last_dim(shape)
     fields = torch.stack([(packed >> (i * bits)) & 1 for i in range(per_byte(bits))], dim=-1)
-    flat = rearrange(fields, "... byte field -> ... (byte field)")
-    if tracing() or flat.shape[-1] != cols:  # compiling: no guard on the size
-        flat = flat[..., :cols]
+    flat = cut_to(rearrange(fields, "... byte field -> ... (byte field)"), cols)
     # `!= 0`, not a uint8 -> bool view: inductor's CPU codegen miscompiles bool bitcasts.
     return (flat != 0).reshape(shape)
 
@@ -73,6 +69,16 @@ def unpack_flat(flat: torch.Tensor, n: int, bits: int) -> torch.Tensor:
     shifts = torch.arange(per_byte(bits), device=flat.device, dtype=torch.uint8) * bits
     fields = (flat.reshape(-1, 1) >> shifts) & ((1 << bits) - 1)
     return (fields != 0).reshape(-1)[:n]
+
+
+def scaled_fields(packed: torch.Tensor, bits: int, scale: torch.Tensor) -> torch.Tensor:
+    """(bytes, 8 // bits): the value, 0 or `scale`, of each field of each byte (`kernels.scaled_fields`)
+    as pointwise ops (broadcast shift, and, where): inductor fuses them into the kernel that multiplies
+    by the result, and AOTAutograd's partitioner recomputes them in backward from the saved bytes
+    instead of saving the float tensor (it does not recompute a gather)."""
+    shifts = torch.arange(per_byte(bits), device=packed.device, dtype=torch.uint8) * bits
+    fields = (packed.reshape(-1, 1) >> shifts) & 1
+    return torch.where(fields != 0, scale.to(packed.device), constant(0.0, scale.dtype, packed.device))
 
 
 def popcount(packed: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,8 @@ from ..errors import PackedBoolTypeError, PackedBoolValueError
 from ..layout import last_dim, packed_shape, per_byte, row_bytes
 from . import torch_ref
 
+__all__ = ["byte_tile", "check_runnable", "launch_geometry", "on_device"]
+
 # Elements per program for pack / unpack; bytes per program for popcount.
 _ELEMS_PER_PROGRAM = 4096
 _POPCOUNT_BLOCK = 4096

@@ -15,6 +15,8 @@ from bittensor_core.errors import PackedBoolTypeError, PackedBoolValueError
 
 from ..options import check_p
 
+__all__ = ["draw_seed"]
+
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 

@@ -281,8 +281,8 @@ def test_hf_dropout_patched_model_compiles_fullgraph_with_eager_results(name: st
 # Each layer's checkpointed attention core unpacks the shared mask bytes and builds the same
 # constants; AOTAutograd's CSE would merge those ops across layers and then save them (a node of one
 # checkpoint used by a later one is MUST_SAVE): the float mask bias, 0-dim scalars. They are built
-# per layer (bittensor_core.decode.constant, layers.checkpointing.region_local; NOTE (CSE)). What remains: the noise
-# decode's (8,) uint8 bit-shift vector (bittensor_core/decode.py `_traced_rows`), shared the same
+# per layer (bittensor_core.tracing.constant, layers.checkpointing.region_local; NOTE (CSE)). What remains: the noise
+# decode's (8,) uint8 bit-shift vector (bittensor_core/kernels/torch_ref.py `scaled_fields`), shared the same
 # way: 8 bytes per compiled graph at 1 bit. (Built by a uint8 cumsum instead, inductor's gradients in
 # the MLP test above were not close to eager's, cause not investigated; so it stays, and the bound is
 # exact.)
