@@ -74,7 +74,9 @@ class ModuleRoute:
     `layers.dropout_with` call if the innermost of them running packs (its value in `modules`),
     else runs as F.dropout would.
 
-    Entered from a forward pre-hook on each module and left from a forward hook. Inside the
+    Entered from a forward pre-hook on each module and left from a forward hook; not at all while the
+    module is in eval mode or grad is disabled (`MaskStorage.runs_stock`): those calls are the stock
+    ones, at no cost per op, and are not counted. Inside the
     forward of an activation checkpoint (gradient checkpointing) calls stay stock: the checkpoint
     keeps nothing of them, and its recompute in backward may run without these hooks
     (transformers >= 5.2x checkpoints ``forward``, not ``__call__``), so both draw alike.
@@ -97,7 +99,8 @@ class ModuleRoute:
     def __init__(self, model: nn.Module, modules: dict[nn.Module, bool], options: MaskStorage) -> None:
         self.options, self.calls = options, 0
         self._scopes: list[bool] = []  # innermost last: does the code running now pack?
-        self._mode: DropoutRoute | None = None
+        self._mode: DropoutRoute | None = None  # entered at depth `_mode_depth` of `_scopes`
+        self._mode_depth = 0
         self.handles = [model.register_forward_pre_hook(self._count_anew)]
         for module, packs in modules.items():
             self.handles += [
@@ -130,11 +133,14 @@ class ModuleRoute:
 
     def _enter(self, packs: bool, module: nn.Module, args: Any) -> None:
         self._scopes.append(packs)
-        if len(self._scopes) == 1:  # one mode for the outermost module: nested ones share it
-            self._mode = DropoutRoute(self._drop)
+        # One mode, entered by the outermost module that may pack: nested ones share it. In eval mode or
+        # under no_grad none is entered: the mode would see every torch call, to change none of them.
+        if self._mode is None and not self.options.runs_stock(module.training):
+            self._mode, self._mode_depth = DropoutRoute(self._drop), len(self._scopes)
             self._mode.__enter__()
 
     def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._scopes.pop()
-        if not self._scopes:
+        if self._mode is not None and len(self._scopes) == self._mode_depth:
             self._mode.__exit__(None, None, None)
+            self._mode = None
+        self._scopes.pop()

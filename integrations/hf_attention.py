@@ -10,7 +10,8 @@ module passes ``dropout=p`` to the function registered for ``config._attn_implem
 - a mask function (``AttentionMaskInterface``) that builds the boolean mask that reference's own
   mask function builds (``sdpa_mask``; ``eager_mask`` before its float conversion), packed.
 
-The attention function, training with dropout (otherwise it just calls the reference):
+The attention function, training with dropout and grad enabled (otherwise it calls the reference
+directly: in eval mode, under ``no_grad`` (exact sampler) or with p = 0 nothing is packed or checkpointed):
 
 - ``sdpa``: transformers' own ``sdpa_attention_forward`` runs (GQA handling, causal rules, cache
   slicing: all its own), and its call to ``F.scaled_dot_product_attention`` is routed to
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -108,35 +108,29 @@ def packed_attention_forward(
     Returns:
         (output of shape (B, Sq, H, D), None): no attention weights are kept, as with SDPA.
     """
+    function = _reference_function(module, reference)
+    # Excluded by filter, eval mode, no dropout or no_grad: nothing to pack, the reference as it is.
+    if getattr(module, STOCK, False) or dropout == 0.0 or options.runs_stock(module.training):
+        mask = plain_bool(attention_mask)
+        if reference == "eager" and mask is not None and not mask.is_floating_point():
+            mask = _eager_mask(mask, _mask_dtype(module, query))
+        out, _ = function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
+        return out, None
     causal = kwargs.get("is_causal")
     causal = getattr(module, "is_causal", True) if causal is None else causal
     causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
-    stock = getattr(module, STOCK, False)  # excluded by filter: the reference as it is
-    train = module.training and dropout > 0.0 and not stock
-    p = dropout if train else 0.0
-    if (
-        attention_backend(query, key, value, attention_mask, p, causal, flash=flash and not stock)
-        == "flash_attn"
-    ):
+    if attention_backend(query, key, value, attention_mask, dropout, causal, flash=flash) == "flash_attn":
         out = flash_attn.flash_attention(query, key, value, dropout, causal, scaling)
         return out.transpose(1, 2).contiguous(), None
     # T5's position_bias: the SDPA reference builds a (B, H, Sq, Sk) float mask from it per layer, which
     # stock frees after use: build it inside the checkpoint (below), not before SDPA's own.
-    if reference == "sdpa" and not (train and isinstance(kwargs.get("position_bias"), torch.Tensor)):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        mask = attention_mask if train else plain_bool(attention_mask)
-        with _SdpaRoute(options) if train else nullcontext():
-            out, _ = sdpa_attention_forward(
-                module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
+    if reference == "sdpa" and not isinstance(kwargs.get("position_bias"), torch.Tensor):
+        with _SdpaRoute(options):
+            out, _ = function(
+                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
         return out, None
-    function = _reference_function(module, reference)
     dtype = _mask_dtype(module, query) if reference == "eager" else None
-    if not train:
-        mask = None if attention_mask is None else _eager_mask(plain_bool(attention_mask), dtype)
-        out, _ = function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
-        return out, None
     drop, keep = attention_dropout(dropout, query, key, options)
     # The checkpoint keeps a packed mask's bytes, and float masks over a per-key bias as bits (layers.float_masks).
     mask_spec, attention_mask = checkpoint_mask(attention_mask)
@@ -232,10 +226,14 @@ def packed_mask(
     Returns:
         PackedBool of shape (B, 1, q_length, kv_length), True = attend; or None where the
         reference gets no mask either; while tracing, the plain bool mask
-        (`layers.checkpointing.shared_attention_mask`).
+        (`layers.checkpointing.shared_attention_mask`); with grad disabled (``no_grad``, generation),
+        the reference's own mask (``sdpa_mask``'s bool, ``eager_mask``'s float): nothing is kept
+        for backward, so nothing is packed, and no layer converts it again.
     """
-    from transformers.masking_utils import sdpa_mask
+    from transformers.masking_utils import eager_mask, sdpa_mask
 
+    if not torch.is_grad_enabled():
+        return (eager_mask if reference == "eager" else sdpa_mask)(*args, **kwargs)
     if reference == "eager":
         kwargs["allow_is_causal_skip"] = False
     return shared_attention_mask(sdpa_mask(*args, **kwargs), options.pack)

@@ -20,7 +20,7 @@ from torch.utils.hooks import RemovableHandle
 
 from layers import MaskStorage, PackedDropout
 
-from .patch_kind import RAN, Patch, Scope, mark_ran, put_back
+from .patch_kind import RAN, MarkRan, Patch, Scope, put_back
 
 
 def packed_replacement(module: nn.Dropout, options: MaskStorage) -> PackedDropout:
@@ -61,7 +61,7 @@ class DropoutModules(Patch):
         """Flag `model` and each packed dropout module in it (the swapped ones and its own) when they run:
         `RAN` on the model tells `count` of every kind that it has run. Called once every kind is applied."""
         packed = {id(m): m for m in model.modules() if isinstance(m, PackedDropout)}
-        self.hooks += [m.register_forward_hook(mark_ran) for m in [model, *packed.values()]]
+        self.hooks += [MarkRan(m).handle for m in [model, *packed.values()]]
 
     def undo(self, model: nn.Module) -> None:
         for handle in self.hooks:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from bittensor_core.tracing import tracing
 from layers import MaskStorage
 
 from .module_filter import EXCLUDED, ModuleFilter
@@ -30,9 +31,23 @@ from .module_filter import EXCLUDED, ModuleFilter
 RAN = "_packedbool_ran"  # set on the model and on each swapped dropout module once it has run
 
 
-def mark_ran(module: nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: flag `module` as having run (`RAN`)."""
-    module.__dict__[RAN] = True
+class MarkRan:
+    """Forward hook on `module` that flags it as having run (`RAN`) and then removes itself: a module
+    with no hooks left is called through nn.Module's fast path again, so the flag costs one call, not
+    one per forward. Kept while torch.compile traces: a traced graph must not change the hooks it
+    guards on.
+
+    Attributes:
+        handle: removes the hook (`DropoutModules.undo` removes it if it has not fired yet).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
+        module.__dict__[RAN] = True
+        if not tracing():
+            self.handle.remove()
 
 
 def put_back(model: nn.Module, originals: dict[str, nn.Module]) -> None:

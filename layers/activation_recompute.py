@@ -162,10 +162,10 @@ def recompute_scope() -> AbstractContextManager:
     recipes, not tensors.
 
     Composes with enclosing saved-tensor hooks (e.g. ``pack_saved_bools``): every other saved
-    tensor goes to them. A no-op while compiling (`RecomputedActivation` checkpoints itself there) and inside
-    an activation checkpoint (it already drops the output).
+    tensor goes to them. A no-op while compiling (`RecomputedActivation` checkpoints itself there), inside
+    an activation checkpoint (it already drops the output) and with grad disabled (nothing is saved).
     """
-    if tracing() or inside_checkpoint():
+    if tracing() or not torch.is_grad_enabled() or inside_checkpoint():
         return nullcontext()
     return _Scope()
 

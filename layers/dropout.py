@@ -14,6 +14,7 @@ saves only the generator state and draws the mask again in backward.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .bernoulli_mask import BernoulliMask
@@ -83,12 +84,14 @@ def dropout_with(
     Example:
         >>> y = dropout_with(MaskStorage(bits=2), torch.randn(4, 8), 0.1)
     """
-    if (tape := active_tape()) is not None:  # inside a recomputed region: masks replayed from its tape
-        return tape.dropout(x, p, training, inplace)
     p = check_p(p)
     check_floating(x, "input")
     if not training or p == 0.0 or x.numel() == 0:
-        return x  # F.dropout returns its input here, drawing nothing
+        return x  # F.dropout returns its input here, drawing nothing (and so does a tape)
+    if (tape := active_tape()) is not None:  # inside a recomputed region: masks replayed from its tape
+        return tape.dropout(x, p, training, inplace)
+    if options.runs_stock(training):  # no_grad: nothing to keep, and F.dropout draws this very mask
+        return F.dropout(x, p, training, inplace)
     if p == 1.0:  # F.dropout: input * zeros({}), no random numbers drawn
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x * zero

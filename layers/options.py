@@ -84,6 +84,13 @@ class MaskStorage:
         """Is only the generator state kept (``storage="seeded"``), the mask drawn again in backward?"""
         return self.storage == "seeded"
 
+    def runs_stock(self, training: bool) -> bool:
+        """Whether a masked call (dropout, attention dropout) is best left to the stock op: it draws
+        nothing (not `training`), or it keeps nothing for backward (grad disabled: ``no_grad``,
+        ``inference_mode``) and the stock op draws the very masks this sampler draws ("exact").
+        Asked once per call, so that eval and no_grad pay for no packing. (p == 0 is the caller's.)"""
+        return not training or (not torch.is_grad_enabled() and self.sampler == "exact")
+
     def pack(self, mask: torch.Tensor) -> PackedBool:
         """The bool `mask` as a PackedBool of this width and unpack mode (an attention mask, packed once)."""
         return PackedBool(mask, bits=self.bits, unpack=self.unpack)

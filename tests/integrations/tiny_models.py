@@ -164,6 +164,25 @@ def _qwen2_moe():
     return Qwen2MoeForCausalLM(config)
 
 
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        attention_dropout=0.1,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
 def _t5():
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -231,6 +250,9 @@ ARCHS = {
 # Not in ARCHS: T5 declares its attention wrappers (T5LayerSelfAttention), not the module that calls
 # the attention function (T5Attention inside), which the filter tests need.
 T5 = Arch("t5", _t5, _text("tokens"))
+# Not in ARCHS: a GQA decoder with SiLU (wrapped for recompute), for the stock-path checks; the
+# per-architecture suites already cover decoders through Mixtral and Qwen2-MoE.
+LLAMA = Arch("llama", _llama, _text("tokens"))
 # Not in ARCHS: BART calls dropout as F.dropout (no nn.Dropout to count) and runs 6 attention modules
 # (self, causal and cross), not the 2 the per-architecture counts of ARCHS assume.
 BART = Arch("bart", _bart, _text("tokens"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -106,6 +108,31 @@ def test_eval_and_p_zero_return_the_input_and_draw_nothing() -> None:
     assert PackedDropout(0.5).eval()(x) is x
     assert packed_dropout(x, 0.0) is x and F.dropout(x, 0.0) is x
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_no_grad_is_f_dropout_itself_unless_the_sampler_draws_other_masks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under no_grad nothing is kept for backward: the exact sampler's call is F.dropout (same output, same
+    generator state after), with no packed path entered; the fast sampler still draws its own masks."""
+    dropout_module = importlib.import_module("layers.dropout")
+    packed_paths = []
+    can_fuse = dropout_module.can_fuse
+    monkeypatch.setattr(dropout_module, "can_fuse", lambda *args: packed_paths.append(1) or can_fuse(*args))
+    x = leaf(64, 33)
+    for grad_off in (torch.no_grad, torch.inference_mode):
+        with grad_off():
+            torch.manual_seed(0)
+            a = PackedDropout(0.3)(x)
+            state = torch.get_rng_state()
+            torch.manual_seed(0)
+            assert bits_equal(a, F.dropout(x, 0.3)) and torch.equal(torch.get_rng_state(), state)
+    assert not packed_paths
+    torch.manual_seed(0)
+    fast = packed_dropout(x, 0.3, sampler="fast")
+    with torch.no_grad():
+        torch.manual_seed(0)
+        assert bits_equal(packed_dropout(x, 0.3, sampler="fast"), fast.detach()) and packed_paths
 
 
 def test_p_one_zeros_like_torch() -> None:
