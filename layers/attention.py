@@ -179,7 +179,7 @@ def attention_dropout(
     """The dropout of the (B, H, Sq, Sk) probabilities of ``attention(query, key, ...)`` and its packed mask,
     drawn now (`DropoutSpec.draw`): the one builder of the sdpa and eager paths."""
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    drop = DropoutSpec(p, shape, options.bits, options.sampler, seeded=options.seeded)
+    drop = DropoutSpec(p, shape, options)
     return drop, drop.draw(query)
 
 
@@ -187,15 +187,18 @@ def attention_dropout(
 class DropoutSpec:
     """A (B, H, Sq, Sk) attention-dropout mask drawn before the attention core and replayed inside it.
 
-    Attributes: p, shape, bits (storage width), sampler ("exact" / "fast"), seeded (draw inside
-    the core, under a checkpoint that preserves the generator state, instead of keeping bits).
+    Attributes: p, shape, options (the whole `MaskStorage`: width, sampler, and whether the mask is
+    seeded: drawn inside the core, under a checkpoint that preserves the generator state, instead of
+    kept as bits).
     """
 
     p: float
     shape: tuple[int, ...]
-    bits: int
-    sampler: str
-    seeded: bool
+    options: MaskStorage
+
+    @property
+    def seeded(self) -> bool:
+        return self.options.seeded
 
     def draw(self, like: torch.Tensor) -> torch.Tensor | None:
         """The packed mask (uint8 rows), drawn with F.dropout's generator calls; None when seeded
@@ -209,10 +212,10 @@ class DropoutSpec:
     def draw_like(self, like: torch.Tensor) -> torch.Tensor:
         """The packed mask drawn in the layout of `like` when it has the mask's shape (F.dropout draws
         into ``empty_like(input)``: a transposed input is drawn in its own memory order)."""
-        key = get_sampler(self.sampler).key(
+        key = get_sampler(self.options.sampler).key(
             like.device, replay=False
         )  # the fast sampler's seed; None for exact
-        return draw_packed(self.sampler, key, self.shape, 1.0 - self.p, like, self.bits)
+        return draw_packed(self.options.sampler, key, self.shape, 1.0 - self.p, like, self.options.bits)
 
     def dropout(self, keep: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """``attn -> attn * noise``: at::dropout's op on CPU, its noise decoded from packed bytes
@@ -228,9 +231,11 @@ class DropoutSpec:
                 return attn * torch.zeros((), dtype=attn.dtype, device=attn.device)
             bits = keep if keep is not None else self.draw_like(attn)
             if attn.device.type == "cuda":
-                mask = kernels.unpack(bits, self.shape, self.bits)
+                mask = kernels.unpack(bits, self.shape, self.options.bits)
                 return torch.ops.aten._masked_scale(attn, mask, 1.0 / (1.0 - self.p))
-            noise = unpack_scaled(bits, self.shape, self.bits, noise_scale(self.p, attn.dtype, attn.device))
+            noise = unpack_scaled(
+                bits, self.shape, self.options.bits, noise_scale(self.p, attn.dtype, attn.device)
+            )
             if (
                 not attn.is_contiguous()
             ):  # F.dropout's noise is empty_like(input): the product takes its layout

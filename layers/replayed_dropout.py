@@ -83,7 +83,7 @@ class DropoutTape:
         if not training or p == 0.0 or x.numel() == 0:
             return x  # F.dropout draws nothing here
         o = self.options
-        spec = DropoutSpec(p, tuple(x.shape), o.bits, o.sampler, seeded=o.seeded)
+        spec = DropoutSpec(p, tuple(x.shape), o)
         if self._recorded:
             if self._next >= len(self.masks) or self._shapes[self._next] != spec.shape:
                 drawn = f"{self._shapes[self._next]}" if self._next < len(self.masks) else "none"

@@ -9,7 +9,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils.checkpoint import checkpoint
 
 from bittensor_core import PackedBool, PackedBoolTypeError, PackedBoolValueError
-from layers import packed_attention, padding_causal_mask
+from layers import MaskStorage, packed_attention, padding_causal_mask
 from layers.attention import DropoutSpec, attention_backend
 from layers.attention_core import sdpa_math
 
@@ -110,7 +110,7 @@ def test_fast_sampler_backward_replays_the_forward_mask(storage: str) -> None:
     got = step(packed_attention, q, k, v, dropout_p=0.3, sampler="fast", storage=storage)
 
     def plain(q, k, v, dropout_p):
-        spec = DropoutSpec(dropout_p, (B, H, SQ, SK), 1, "fast", seeded=False)
+        spec = DropoutSpec(dropout_p, (B, H, SQ, SK), MaskStorage(sampler="fast"))
         return sdpa_math(q, k, v, None, spec.dropout(spec.draw(q)))
 
     assert_same(step(plain, q, k, v, dropout_p=0.3), got)
