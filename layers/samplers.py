@@ -167,7 +167,10 @@ def draw_packed(
     so `bittensor_core.unpack_scaled` decodes them. `key` as for the sampler's `draw` (None for
     "exact" unless the draw must be replayed).
     """
-    return Mask.of(get_sampler(sampler).draw(key, shape, keep, like, like.device), bits).rows()
+    drawn = get_sampler(sampler).draw(key, shape, keep, like, like.device)
+    if isinstance(drawn, Mask):  # the fast sampler's rows
+        return Mask.of(drawn, bits).rows()
+    return kernels.pack(drawn, bits)  # rows straight from the bool draw: one pass, never flat then rows
 
 
 _SAMPLERS = {"exact": ExactSampler(), "fast": FastSampler()}

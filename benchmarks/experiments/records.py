@@ -24,12 +24,24 @@ from .budget import Search
 __all__ = ["BudgetShowcase", "Exp1Run", "Exp2Result", "SweepPoint", "SystemComparison", "SystemMeasurement"]
 
 
+class Record:
+    """A record's one JSON form: `as_dict` (plain JSON) and its inverse `from_dict`. Records holding
+    other records override `from_dict` to decode those."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        return cls(**data)
+
+
 def _memory(data: dict[str, int] | None) -> StepMemory | None:
     return None if data is None else StepMemory(**data)
 
 
 @dataclass(frozen=True)
-class Exp1Run:
+class Exp1Run(Record):
     """One variation trained from one seed's start (`exp1`).
 
     Attributes:
@@ -58,9 +70,6 @@ class Exp1Run:
     grad_cosine: float
     grad_identical: bool
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exp1Run:
         """The inverse of `as_dict` (a run read back from disk or a results file)."""
@@ -68,7 +77,7 @@ class Exp1Run:
 
 
 @dataclass(frozen=True)
-class SweepPoint:
+class SweepPoint(Record):
     """One tracked training step of an exp-2 sweep (`sweep` "seq" or "batch"); `memory` is None
     when the device ran out of memory."""
 
@@ -78,16 +87,13 @@ class SweepPoint:
     seq_len: int
     memory: StepMemory | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
         return cls(**data | {"memory": _memory(data["memory"])})
 
 
 @dataclass(frozen=True)
-class BudgetShowcase:
+class BudgetShowcase(Record):
     """A configuration the packed `variation` fits under `budget_bytes` and the baseline does not.
 
     Attributes:
@@ -107,13 +113,9 @@ class BudgetShowcase:
     packed_peak_bytes: int | None
     baseline_fits: bool
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BudgetShowcase:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class SystemMeasurement:
+class SystemMeasurement(Record):
     """One `benchmarks.kit.toolbox` variant in exp-2's system comparison (`toolbox.interleaved`'s row).
 
     Attributes:
@@ -132,13 +134,9 @@ class SystemMeasurement:
     step_s: list[float]
     loss: float
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SystemMeasurement:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class SystemComparison:
+class SystemComparison(Record):
     """Every system variant measured (`rows`, the first is the reference), and the largest batch each
     fits under `budget_bytes` (`search`; the `not_searched` variants have none)."""
 
@@ -146,9 +144,6 @@ class SystemComparison:
     budget_bytes: int
     search: dict[str, Search]
     not_searched: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SystemComparison:
@@ -161,7 +156,7 @@ class SystemComparison:
 
 
 @dataclass(frozen=True)
-class Exp2Result:
+class Exp2Result(Record):
     """Everything one exp-2 run measured (`exp2.run_exp2`).
 
     Attributes:
@@ -182,9 +177,6 @@ class Exp2Result:
     showcase: list[BudgetShowcase]
     systems: SystemComparison | None
     experiment: str = "exp-2"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exp2Result:

@@ -120,23 +120,29 @@ def _vit():
     return ViTForImageClassification(config)
 
 
+# The tiny decoder-only (Llama-family) shape shared by the Mixtral, Qwen2-MoE and Llama models.
+_DECODER = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    attention_dropout=0.1,
+    max_position_embeddings=256,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+)
+
+
 def _mixtral():
     from transformers import MixtralConfig, MixtralForCausalLM
 
     config = MixtralConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
+        **_DECODER,
         num_local_experts=4,
         num_experts_per_tok=2,
-        attention_dropout=0.1,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
     )
     return MixtralForCausalLM(config)
 
@@ -145,21 +151,11 @@ def _qwen2_moe():
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
     config = Qwen2MoeConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
+        **_DECODER,
         moe_intermediate_size=32,
         shared_expert_intermediate_size=32,
         num_experts=4,
         num_experts_per_tok=2,
-        attention_dropout=0.1,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
     )
     return Qwen2MoeForCausalLM(config)
 
@@ -168,17 +164,7 @@ def _llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        attention_dropout=0.1,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+        **_DECODER,
     )
     return LlamaForCausalLM(config)
 
