@@ -67,9 +67,7 @@ class PatchReport:
 
     def __str__(self) -> str:
         counts = ", ".join(f"{kind}={n}" for kind, n in self.replaced.items())
-        names = [
-            f"{k}={v!r}" for k, v in vars(self).items() if k.endswith("_implementation") and v is not None
-        ]
+        names = [f"{k}={v!r}" for k, v in vars(self).items() if k.endswith("_implementation") and v]
         lines = [f"packed: {counts}" + (f" ({', '.join(names)})" if names else "")]
         lines += [f"not packed: {where}: {why}" for where, why in self.skipped]
         return "\n".join(lines)
