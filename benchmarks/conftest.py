@@ -4,6 +4,11 @@ The table follows pytest-benchmark's own; with ``--benchmark-autosave`` / ``--be
 / ``--benchmark-json`` the same rows are stored under ``"packedbool_summary"`` in the JSON, and
 with ``--benchmark-compare`` a "time/saved run" column compares each median with the saved one.
 Under ``--benchmark-disable`` nothing is timed, so nothing is printed.
+
+Cases marked ``full`` (long sweeps: sequence lengths, widths, compile budgets) are timed only with
+``--benchmark-full``, so the default ``--benchmark-only`` run keeps every comparison and stays short;
+under ``--benchmark-disable`` they all run once, as tests. While timing, each case gets its own
+progress line under ``--benchmark-only`` (pytest's ``-v``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,31 @@ from typing import Any
 import pytest
 
 from benchmarks.summary import format_table, summary_rows
+
+FULL_ONLY = pytest.mark.skip(reason="a long sweep: timed only with --benchmark-full")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--benchmark-full", action="store_true", help="also time the long sweeps (cases marked 'full')"
+    )
+
+
+def _timing(config: pytest.Config) -> bool:
+    return config.getoption("benchmark_enable", False) or not config.getoption("benchmark_disable", False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("benchmark_only", False) and config.option.verbose == 0:
+        config.option.verbose = 1  # one line per case, with pytest's percentage: cases take seconds
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _timing(config) or config.getoption("benchmark_full", False):
+        return
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(FULL_ONLY)
 
 
 def _compared(session: Any) -> dict[str, Any]:

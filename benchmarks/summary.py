@@ -4,7 +4,9 @@ Every benchmark sets ``benchmark.group`` (the case) and ``extra_info["variant"]`
 plain PyTorch, else the packed variant's name) and may record ``saved_bytes``, ``peak_bytes`` and
 ``mask_bytes`` in ``extra_info``. A ratio below 1 means the variant is faster / smaller. A group
 without a native row may give its own time ratio, measured interleaved with native inside the
-benchmark, as ``extra_info["interleaved_median_ratio"]``; the table marks it with "i".
+benchmark, as ``extra_info["interleaved_median_ratio"]`` (the table marks it with "i"), and native's
+memory figures as ``extra_info["native_figures"]`` (`record_interleaved` writes both). A case with a
+time target (``extra_info["target"]``, a ratio) gets a "target" column saying whether it was met.
 
 Example:
     >>> rows = summary_rows(session.benchmarks)      # pytest-benchmark's Metadata objects
@@ -18,9 +20,35 @@ from typing import Any
 
 NATIVE = "native"
 INTERLEAVED = "interleaved_median_ratio"
+NATIVE_FIGURES = "native_figures"
+TARGET = "target"
 MEMORY_KEYS = ("saved_bytes", "peak_bytes", "mask_bytes")
 
-__all__ = ["MEMORY_KEYS", "NATIVE", "format_table", "summary_rows"]
+__all__ = ["MEMORY_KEYS", "NATIVE", "format_table", "missed_targets", "record_interleaved", "summary_rows"]
+
+
+def record_interleaved(
+    benchmark: Any,
+    times: Mapping[str, list[float]],
+    variant: str,
+    *,
+    target: float | None = None,
+    native_figures: Mapping[str, int | None] | None = None,
+    **figures: Any,
+) -> float:
+    """Put a variant's interleaved timing against ``times[NATIVE]`` (`kit.interleave.round_robin`) in
+    its benchmark's extra_info, with its `target` time ratio, native's memory `native_figures` and the
+    variant's own `figures`; returns the median ratio."""
+    from benchmarks.kit.interleave import median_ratio
+
+    ratio = median_ratio(times, variant, NATIVE)
+    benchmark.extra_info.update(figures, variant=variant, **{INTERLEAVED: ratio})
+    benchmark.extra_info["interleaved_min_ratio"] = min(times[variant]) / min(times[NATIVE])
+    if target is not None:
+        benchmark.extra_info[TARGET] = target
+    if native_figures is not None:
+        benchmark.extra_info[NATIVE_FIGURES] = dict(native_figures)
+    return ratio
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -57,11 +85,13 @@ def summary_rows(
             if ref
             else bench.extra_info.get(INTERLEAVED),
             "time_ratio_interleaved": ref is None and bench.extra_info.get(INTERLEAVED) is not None,
+            "target": bench.extra_info.get(TARGET),
         }
+        native_figures = ref.extra_info if ref else bench.extra_info.get(NATIVE_FIGURES, {})
         for key in MEMORY_KEYS:
             value = bench.extra_info.get(key)
             row[key] = value
-            row[f"{key}_ratio"] = _ratio(value, ref.extra_info.get(key)) if ref else None
+            row[f"{key}_ratio"] = _ratio(value, native_figures.get(key))
         if compared:
             saved = compared.get(bench.fullname)
             row["vs_saved"] = _ratio(bench.stats.median, saved["stats"]["median"]) if saved else None
@@ -104,6 +134,8 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         if any(r[key] is not None for r in rows):
             short = key.removesuffix("_bytes")
             columns += [(short, key), (f"{short}/native", f"{key}_ratio")]
+    if any(r.get("target") is not None for r in rows):
+        columns.insert(4, ("target", "target"))
     if any(r.get("vs_saved") is not None for r in rows):
         columns.append(("time/saved run", "vs_saved"))
 
@@ -113,6 +145,8 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
             return _time(value)
         if key == "time_ratio" and row.get("time_ratio_interleaved"):
             return _fmt_ratio(value) + " i"
+        if key == "target":
+            return "-" if value is None else f"<= {value:.2f}x " + ("met" if _met(row) else "MISSED")
         if key.endswith("_ratio") or key == "vs_saved":
             return _fmt_ratio(value)
         if key in MEMORY_KEYS:
@@ -135,4 +169,18 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
             "",
             f"i: time ratio measured interleaved with native inside the benchmark (extra_info {INTERLEAVED})",
         ]
+    if any(r.get("target") is not None for r in rows):
+        missed = missed_targets(rows)
+        met = sum(r.get("target") is not None for r in rows) - len(missed)
+        lines.append(f"targets: {met} met, {len(missed)} missed")
+        lines += [f"  missed: {r['group']} / {r['variant']}" for r in missed]
     return lines
+
+
+def _met(row: Mapping[str, Any]) -> bool:
+    return row["time_ratio"] is not None and row["time_ratio"] <= row["target"]
+
+
+def missed_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose time ratio is above their target."""
+    return [r for r in rows if r.get("target") is not None and not _met(r)]

@@ -18,7 +18,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from benchmarks.kit.interleave import round_robin
 from benchmarks.kit.memory import peak_memory
+from benchmarks.summary import record_interleaved
 from bittensor_core import PackedBool
 
 SHAPE = (32, 128, 1200)
@@ -104,3 +106,19 @@ def test_and(benchmark, variant: str, device: str) -> None:
     _run(benchmark, "and", variant, lambda: a & b, a, b)
     expected = _masks(device)
     assert torch.equal((a & b).unpack() if variant != "native" else a & b, expected[0] & expected[1])
+
+
+# Issue 23: packing reads n bytes and writes n / 8, so it can run at copy speed; unpacking within 1.5x.
+COPY_TARGETS = {"pack": 1.0, "unpack": 1.5}
+
+
+@pytest.mark.parametrize("case", list(COPY_TARGETS))
+def test_pack_interleaved(benchmark, case: str) -> None:
+    """1-bit pack / unpack round-robin with the bool ``clone()`` that keeps the same mask unpacked."""
+    mask, _ = _masks("cpu")
+    packed = PackedBool(mask)
+    op = (lambda: PackedBool(mask)) if case == "pack" else packed.unpack
+    times = round_robin({"native": mask.clone, "packed-1bit": op}, rounds=101 if benchmark.enabled else 1)
+    benchmark.group = f"core: {case} vs bool clone, interleaved {'x'.join(map(str, SHAPE))} cpu"
+    record_interleaved(benchmark, times, "packed-1bit", target=COPY_TARGETS[case])
+    benchmark.pedantic(op, rounds=1, iterations=1)

@@ -7,7 +7,8 @@
 - `sources`: the real pretrained model and data, offline, with their provenance;
 - `toolbox`: the memory knobs a user can turn (`VARIANTS`), built on the real model and timed
   interleaved (``python -m benchmarks.kit.toolbox``);
-- `tiny_bert`: the suite's TinyBERT-shaped training case;
+- `tiny_bert`: the suite's TinyBERT-shaped training case; `tiny_vit`: the study's small ViT;
+- `interleave`: several ways of doing one job timed round-robin, compared as ratios;
 - `memory_figures`: the suite's memory figures on one checkout, compared between two commits (run by
   path, so it measures older checkouts too).
 """

@@ -5,8 +5,8 @@ here. The figures are every ``*_bytes`` key a benchmark records in ``extra_info`
 census, mask, peak): byte counts, as deterministic as the timings are not. ``measure`` runs the
 suite at its full sizes (``--benchmark-disable`` would shrink the models) but times each case
 once: ``benchmark.pedantic`` is held to one round without warm-up (every benchmark records its
-figures outside the timed rounds) and ``benchmark(fn)`` to one calibrated round. The interleaved
-dropout timings record no figure and are left out.
+figures outside the timed rounds) and ``benchmark(fn)`` to one calibrated round, with the long
+sweeps included (``--benchmark-full``). The interleaved timings record no figure and are left out.
 
 It imports nothing of packedbool, so one copy measures any checkout, older ones included: run
 it by path from the checkout to measure, with that checkout on PYTHONPATH, then compare:
@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 SUITE = "benchmarks"
-TIMINGS_ONLY = ("test_dropout_interleaved",)  # record no memory figure
+# interleaved timings: they record no memory figure
+TIMINGS_ONLY = (
+    "test_dropout_interleaved",
+    "test_pack_interleaved",
+    "test_compiled_interleaved",
+    "test_step_interleaved",
+    "test_generate_interleaved",
+)
 CONTEXT_KEYS = ("group", "variant", "batch", "seq_len", "backend", "budget")
 
 __all__ = ["compare", "figures", "measure"]
@@ -63,6 +70,8 @@ class _OneRound:
             )
 
         BenchmarkFixture.pedantic = once
+        if hasattr(config.option, "benchmark_full"):  # checkouts that have the option: every sweep
+            config.option.benchmark_full = True
 
     def pytest_collection_modifyitems(self, config: Any, items: list) -> None:
         dropped = [item for item in items if item.originalname in TIMINGS_ONLY]
