@@ -76,13 +76,14 @@ def _strided(t: Any) -> bool:
 
 
 def _on_layouts(fn: Callable[..., Any], strides: list, *args: Any, **kwargs: Any) -> Any:
-    args = tuple(
-        torch.empty_strided(a.shape, stride, dtype=a.dtype, device=a.device).copy_(a)
-        if stride is not None and a.stride() != stride
-        else a
-        for a, stride in zip(args, strides, strict=True)
-    )
-    return fn(*args, **kwargs)
+    return fn(*(_on_strides(a, stride) for a, stride in zip(args, strides, strict=True)), **kwargs)
+
+
+def _on_strides(t: Any, stride: tuple[int, ...] | None) -> Any:
+    """`t` laid out with `stride` again (a copy only where a saved-tensor hook changed its layout)."""
+    if stride is None or t.stride() == stride:
+        return t
+    return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
 
 
 def inside_checkpoint() -> bool:
@@ -119,7 +120,61 @@ def checkpoint_core(
         core = partial(_in_mode, mode, core)
     if inside_checkpoint():
         return core(*args)
+    if mode is None and not preserve_rng_state and not tracing():
+        return _Recomputed.apply(core, *args)
     return checkpoint(core, *args, preserve_rng_state=preserve_rng_state)
+
+
+class _Recomputed(torch.autograd.Function):
+    """NOTE (lean recompute): eager mode's checkpoint of an attention core whose random bits are given.
+
+    torch's non-reentrant checkpoint sets up saved-tensor hooks, frame bookkeeping and a recompute
+    closure on every call: at small shapes that costs more than the core itself. This Function saves the
+    core's tensor inputs as that checkpoint does (``save_for_backward``: saved-tensor hooks, offloading
+    and censuses see the same bytes) and nothing the core computes; backward restores the inputs'
+    layouts (NOTE (layouts)) and runs the core again under forward's autocast state, with no saved-tensor
+    hook of the user's applying to it (as in the checkpoint's recompute), and differentiates it: the
+    checkpoint's recompute, op for op, so the same gradients. Only for cores that draw nothing (their
+    dropout bits are an input) and need no mode; the rest, and everything traced, goes through `checkpoint`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, core: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        tensors = [isinstance(a, torch.Tensor) for a in args]
+        ctx.core, ctx.tensors = core, tensors
+        ctx.others = [None if t else a for a, t in zip(args, tensors, strict=True)]
+        ctx.strides = [a.stride() for a, t in zip(args, tensors, strict=True) if t]
+        device = args[0].device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.save_for_backward(*(a for a, t in zip(args, tensors, strict=True) if t))
+        return core(*args)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        needs, higher = ctx.needs_input_grad[1:], torch.is_grad_enabled()  # grad mode on: create_graph
+        saved, strides, args = iter(ctx.saved_tensors), iter(ctx.strides), []
+        for tensor, other, need in zip(ctx.tensors, ctx.others, needs, strict=True):
+            if not tensor:
+                args.append(other)
+                continue
+            t = _on_strides(next(saved), next(strides))
+            # create_graph: the grads must reach the saved tensor; else a fresh leaf, where the graph stops
+            args.append(t if higher else t.detach().requires_grad_(need))
+        device, enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled), _untouched():
+            out = ctx.core(*args)
+        inputs = [a for a, need in zip(args, needs, strict=True) if need]
+        grads = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True, create_graph=higher))
+        return (None, *(next(grads) if need else None for need in needs))
+
+
+def _untouched() -> torch.autograd.graph.saved_tensors_hooks:
+    """Identity saved-tensor hooks, on top of any of the user's: what the recompute saves stays as it is."""
+    return torch.autograd.graph.saved_tensors_hooks(_same, _same)
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _in_mode(mode: TorchFunctionMode, core: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
