@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -109,8 +110,10 @@ def packed_attention_forward(
         (output of shape (B, Sq, H, D), None): no attention weights are kept, as with SDPA.
     """
     function = _reference_function(module, reference)
-    # Excluded by filter, eval mode, no dropout or no_grad: nothing to pack, the reference as it is.
-    if getattr(module, STOCK, False) or dropout == 0.0 or options.runs_stock(module.training):
+    # Eval mode (the model passes dropout 0), no dropout, no_grad or excluded by filter: nothing to pack,
+    # the reference as it is. Cheapest test first, and STOCK read from __dict__ (a miss through
+    # nn.Module.__getattr__ raises and catches an AttributeError): eval generate() pays for no more.
+    if dropout == 0.0 or options.runs_stock(module.training) or STOCK in module.__dict__:
         mask = plain_bool(attention_mask)
         if reference == "eager" and mask is not None and not mask.is_floating_point():
             mask = _eager_mask(mask, _mask_dtype(module, query))
@@ -144,9 +147,7 @@ def packed_attention_forward(
 
 def _reference_function(module: torch.nn.Module, reference: str) -> Callable:
     if reference == "sdpa":
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward
+        return _transformers().sdpa_attention_forward
     eager = eager_function(module)
     if eager is None:
         raise PackedBoolValueError(
@@ -230,10 +231,21 @@ def packed_mask(
         the reference's own mask (``sdpa_mask``'s bool, ``eager_mask``'s float): nothing is kept
         for backward, so nothing is packed, and no layer converts it again.
     """
-    from transformers.masking_utils import eager_mask, sdpa_mask
-
+    functions = _transformers()
     if not torch.is_grad_enabled():
-        return (eager_mask if reference == "eager" else sdpa_mask)(*args, **kwargs)
+        return (functions.eager_mask if reference == "eager" else functions.sdpa_mask)(*args, **kwargs)
     if reference == "eager":
         kwargs["allow_is_causal_skip"] = False
-    return shared_attention_mask(sdpa_mask(*args, **kwargs), options.pack)
+    return shared_attention_mask(functions.sdpa_mask(*args, **kwargs), options.pack)
+
+
+@cache
+def _transformers() -> SimpleNamespace:
+    """transformers' reference functions, imported on first use (packedbool imports without transformers)
+    and only once: an import statement per call costs about as much as the rest of the stock path's check."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import eager_mask, sdpa_mask
+
+    return SimpleNamespace(
+        sdpa_attention_forward=sdpa_attention_forward, eager_mask=eager_mask, sdpa_mask=sdpa_mask
+    )

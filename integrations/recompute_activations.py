@@ -4,7 +4,7 @@ Every parameter-free leaf module from ``torch.nn.modules.activation`` or ``trans
 whose autograd node keeps only its input (GELU, SiLU, ...; probed once) is wrapped; others (ReLU,
 GPT-2's tanh GELU written in Python, the pooler's tanh) are left as they are. `during_forward`
 enters a context manager from a forward pre-hook on the model and leaves it from a forward hook:
-active exactly while the model runs forward.
+active exactly while the model runs forward with grad enabled.
 
 Example:
     >>> originals = wrap_activations(model)
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -58,9 +59,9 @@ def unwrap_activations(model: nn.Module, originals: dict[str, nn.Module]) -> Non
 def during_forward(
     model: nn.Module, context: Callable[[], AbstractContextManager], *, eager_only: bool = False
 ) -> list[RemovableHandle]:
-    """Enter ``context()`` whenever `model` starts forward and leave it when forward ends (also on
-    error); with `eager_only`, not while compiling (see `_DuringForward._applies`). Returns the two
-    hook handles (``remove()`` both to stop)."""
+    """Enter ``context()`` whenever `model` starts forward with grad enabled and leave it when forward
+    ends (also on error); with `eager_only`, not while compiling (see `_DuringForward._applies`).
+    Returns the two hook handles (``remove()`` both to stop)."""
     scope = _DuringForward(context, eager_only)
     return [
         model.register_forward_pre_hook(scope.enter),
@@ -89,6 +90,8 @@ class _DuringForward:
             self.active.pop().__exit__(None, None, None)
 
     def _applies(self) -> bool:
-        """Whether the context is entered on this call: always, or with `eager_only`, not while
-        torch.compile traces (dynamo cannot trace ``__enter__`` of an arbitrary context manager)."""
-        return not (self.eager_only and tracing())
+        """Whether the context is entered on this call (the same answer when forward ends): only with grad
+        enabled (it is about what autograd saves: under no_grad, as in generate(), the hooks ask nothing
+        more), and with `eager_only` not while torch.compile traces (dynamo cannot trace ``__enter__``
+        of an arbitrary context manager)."""
+        return torch.is_grad_enabled() and not (self.eager_only and tracing())

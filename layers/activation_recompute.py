@@ -184,6 +184,10 @@ class RecomputedActivation(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Nothing kept for backward (no_grad, generate): the activation alone, fetched without
+        # nn.Module.__getattr__ (a Python call per use).
+        if not torch.is_grad_enabled():
+            return self._modules["act"](x)
         if tracing():
             # A checkpointed node is one the partitioner must recompute: the compiled graph keeps x, not act(x).
             return checkpoint(self.act, x)

@@ -22,6 +22,8 @@ SAMPLERS = ("exact", "fast")
 
 def check_p(p: float, what: str = "dropout") -> float:
     """p in [0, 1] (any real scalar, numpy's included; NaN is out of range), with nn.Dropout's message."""
+    if type(p) is float and 0.0 <= p <= 1.0:  # asked per dropout call: no ABC isinstance for the usual case
+        return p
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
         raise PackedBoolTypeError(
             f"{what} probability must be a float in [0, 1], got {p!r} ({type(p).__name__})."

@@ -6,9 +6,13 @@ hooks, and no hook left on the dropout modules once they have run."""
 from __future__ import annotations
 
 import copy
+import cProfile
+import gc
 import importlib
+import pstats
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +112,57 @@ def test_eval_generate_is_stock_and_does_no_packing_work(name: str, work: Counte
         assert torch.equal(_logits(patched, arch.inputs()), _logits(stock, arch.inputs()))
     assert not +work, dict(work)
     assert name != "gpt2" or _no_hooks_left_on_dropouts_that_ran(patched)  # Llama has no nn.Dropout
+
+
+# The Python calls outside packedbool that the patched model may add: nn.Module's call path into a wrapper
+# module (RecomputedActivation); on a model with forward hooks (the activation-recompute scope) its hooks
+# path, `inner`, which asks is_compiling; and AttentionInterface's membership check of a registered name
+# (stock "eager" is its default, looked up without one).
+ALLOWED = {"_wrapped_call_impl", "_call_impl", "inner", "is_compiling", "is_scripting", "__contains__"}
+REPO = str(Path(__file__).resolve().parents[2])
+
+
+def _work(model: nn.Module, generate: Callable[[nn.Module], torch.Tensor]) -> tuple[Counter, Counter]:
+    """(aten op counts, Python calls per function named "file:name") of one `generate(model)`."""
+    generate(model)  # warm: first-call imports and caches
+    gc.collect()
+    gc.disable()  # no finalizer running in one profile and not the other
+    try:
+        with torch.profiler.profile() as prof:
+            generate(model)
+        profiler = cProfile.Profile()
+        profiler.runcall(generate, model)
+    finally:
+        gc.enable()
+    ops = Counter({e.key: e.count for e in prof.key_averages()})
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (primitive calls, calls, ...)
+    calls = Counter({f"{file}:{name}": counts[1] for (file, _, name), counts in stats.items() if file != "~"})
+    return ops, calls
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_eval_generate_runs_the_stock_code_and_only_packedbool_wrappers_more(name: str) -> None:
+    """Eval generate() runs what stock runs: the same transformers functions as often (its mask builder and
+    attention function: no slower path for the packed implementation's name), no aten op more often, and
+    no torch Python function more often beyond nn.Module's call path into packedbool's wrappers. What the
+    wrappers add is their own frames only: no nn.Module.__getattr__ miss, ABC isinstance, context manager
+    or tracing question per call (issue 23: such per-call work made eval generate() slower than stock)."""
+    stock, patched, arch = _pair(name)
+    prompts = _prompts(arch)
+
+    def generate(model: nn.Module) -> torch.Tensor:
+        return model.generate(**prompts, max_new_tokens=4, do_sample=False, pad_token_id=0)
+
+    (stock_ops, stock_calls), (ops, calls) = (_work(m.eval(), generate) for m in (stock, patched))
+    assert not ops - stock_ops, dict(ops - stock_ops)
+    transformers = {f for f in calls | stock_calls if "/transformers/" in f}
+    assert all(calls[f] == stock_calls[f] for f in transformers), {
+        f: (stock_calls[f], calls[f]) for f in transformers if calls[f] != stock_calls[f]
+    }
+    extra = Counter({f: n for f, n in (calls - stock_calls).items() if not f.startswith(REPO)})
+    assert not [f for f in extra if f.rpartition(":")[2] not in ALLOWED], dict(extra)
+    hooked = sum(n for f, n in extra.items() if f.endswith(":inner"))
+    assert sum(n for f, n in extra.items() if f.endswith(":is_compiling")) <= hooked, dict(extra)
 
 
 @pytest.mark.parametrize("grad_off", [torch.no_grad, torch.inference_mode])
