@@ -40,8 +40,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import cache, partial
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -239,13 +238,17 @@ def packed_mask(
     return shared_attention_mask(functions.sdpa_mask(*args, **kwargs), options.pack)
 
 
+class _References(NamedTuple):  # a NamedTuple: dynamo builds it where the first call is traced
+    sdpa_attention_forward: Callable
+    eager_mask: Callable
+    sdpa_mask: Callable
+
+
 @cache
-def _transformers() -> SimpleNamespace:
+def _transformers() -> _References:
     """transformers' reference functions, imported on first use (packedbool imports without transformers)
     and only once: an import statement per call costs about as much as the rest of the stock path's check."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import eager_mask, sdpa_mask
 
-    return SimpleNamespace(
-        sdpa_attention_forward=sdpa_attention_forward, eager_mask=eager_mask, sdpa_mask=sdpa_mask
-    )
+    return _References(sdpa_attention_forward, eager_mask, sdpa_mask)
