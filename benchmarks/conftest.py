@@ -38,6 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("benchmark_only", False):  # the tests: deselected, not 2,000 "SKIPPED" lines
+        tests = [item for item in items if "benchmark" not in getattr(item, "fixturenames", ())]
+        config.hook.pytest_deselected(items=tests)
+        items[:] = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
     if not _timing(config) or config.getoption("benchmark_full", False):
         return
     for item in items:

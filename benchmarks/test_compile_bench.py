@@ -68,6 +68,8 @@ BUDGETS = [1.0, 0.5, 0.1]  # torch._functorch.config.activation_memory_budget (d
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_compiled_training_step(benchmark, name: str, variant: str) -> None:
+    if not benchmark.enabled and name == "TinyBERT-4L-312H":
+        pytest.skip("both variants of TinyBERT compile in test_compiled_interleaved (CI's 2 cores)")
     _compiled_case(benchmark, name, variant, "inductor" if benchmark.enabled else "aot_eager")
 
 
@@ -93,6 +95,8 @@ COMPILED_TARGET = 1.0  # issue 23: compiled patched no slower than compiled stoc
 def test_compiled_interleaved(benchmark, name: str) -> None:
     """Compiled stock and compiled patched (same weights), stepped round-robin: the median ratio."""
     pytest.importorskip("transformers")
+    if not benchmark.enabled and name != "TinyBERT-4L-312H":
+        pytest.skip("both variants of Mixtral compile in test_compiled_training_step (CI's 2 cores)")
     from integrations.huggingface import patch_model
 
     torch._dynamo.reset()
@@ -101,7 +105,7 @@ def test_compiled_interleaved(benchmark, name: str) -> None:
     patched = copy.deepcopy(stock)
     patch_model(patched)
     batch = random_batch(
-        stock.config.vocab_size, BATCH if benchmark.enabled else BATCH_WHEN_DISABLED, SEQ_LEN, DEVICE
+        stock.config.vocab_size, BATCH if benchmark.enabled else BATCH_WHEN_DISABLED, SEQ_LEN, device=DEVICE
     )
     steps = {}
     for variant, model in (("native", stock), ("packed-1bit-lazy", patched)):
@@ -109,7 +113,7 @@ def test_compiled_interleaved(benchmark, name: str) -> None:
         compiled = torch.compile(model, fullgraph=True, backend=backend)
         train_step(compiled, optimizer, batch)  # compiles; creates the optimizer state
         steps[variant] = lambda compiled=compiled, optimizer=optimizer: train_step(compiled, optimizer, batch)
-    times = round_robin(steps, 9 if benchmark.enabled else 1, sync=lambda: synchronize(DEVICE))
+    times = round_robin(steps, 5 if benchmark.enabled else 1, sync=lambda: synchronize(DEVICE))
     benchmark.group = (
         f"compiled training step, interleaved: {name} b{len(batch['input_ids'])} s{SEQ_LEN} {DEVICE}"
     )

@@ -15,6 +15,7 @@ Variants, each against "native" (the stock model, default attention):
 ``extra_info``: ``saved_bytes``, ``peak_bytes``, ``mask_bytes`` (see
 `benchmarks.kit.probes.step_memory`), ``batch``, ``seq_len``; the summary table turns them
 into ratios to native, so the table says which knob buys how much memory for how much time.
+Timed with ``--benchmark-full`` (each variant runs once under ``--benchmark-disable``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ BATCH, SEQ_LEN = 16, 256
 BATCH_WHEN_DISABLED, SEQ_WHEN_DISABLED = 2, 32
 
 
+@pytest.mark.full  # seven minutes on 2 cores: the patch alone vs stock is test_attention_bench's case
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_toolbox_step(benchmark, variant: str) -> None:
     pytest.importorskip("transformers")

@@ -44,7 +44,7 @@ def test_training_step(benchmark, variant: str) -> None:
         mask_bytes=memory.mask_bytes,
     )
     loss = benchmark.pedantic(
-        lambda: timed_step(model, optimizer, batch, DEVICE)[0], rounds=5, warmup_rounds=1
+        lambda: timed_step(model, optimizer, batch, DEVICE)[0], rounds=3, warmup_rounds=1
     )
     assert torch.isfinite(torch.tensor(loss))
     if variant != "native":

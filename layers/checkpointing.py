@@ -163,6 +163,8 @@ class _Recomputed(torch.autograd.Function):
         device, enabled, dtype = ctx.autocast
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled), _untouched():
             out = ctx.core(*args)
+        if out._base is None and not higher:  # its values are never read, only its grad_fn: freed now,
+            out.untyped_storage().resize_(0)  # so backward holds no more than the checkpoint's does
         inputs = [a for a, need in zip(args, needs, strict=True) if need]
         grads = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True, create_graph=higher))
         return (None, *(next(grads) if need else None for need in needs))
