@@ -142,8 +142,10 @@ def _work(model: nn.Module, generate: Callable[[nn.Module], torch.Tensor]) -> tu
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_eval_generate_runs_the_stock_code_and_only_packedbool_wrappers_more(name: str) -> None:
-    """Eval generate() runs what stock runs: the same transformers functions as often (its mask builder and
-    attention function: no slower path for the packed implementation's name), no aten op more often, and
+    """Eval generate() runs what stock runs: no transformers function more often (its mask builder and
+    attention function: no slower path for the packed implementation's name; but the lookup of the
+    implementation in transformers' registry, which 5.14's Llama skips for "eager" only), no aten op
+    more often, and
     no torch Python function more often beyond nn.Module's call path into packedbool's wrappers. What the
     wrappers add is their own frames only: no nn.Module.__getattr__ miss, ABC isinstance, context manager
     or tracing question per call (issue 23: such per-call work made eval generate() slower than stock)."""
@@ -155,9 +157,10 @@ def test_eval_generate_runs_the_stock_code_and_only_packedbool_wrappers_more(nam
 
     (stock_ops, stock_calls), (ops, calls) = (_work(m.eval(), generate) for m in (stock, patched))
     assert not ops - stock_ops, dict(ops - stock_ops)
-    transformers = {f for f in calls | stock_calls if "/transformers/" in f}
-    assert all(calls[f] == stock_calls[f] for f in transformers), {
-        f: (stock_calls[f], calls[f]) for f in transformers if calls[f] != stock_calls[f]
+    registry = "/transformers/utils/generic.py:__getitem__"  # GeneralInterface: ALL_ATTENTION_FUNCTIONS[...]
+    transformers = {f for f in calls | stock_calls if "/transformers/" in f and not f.endswith(registry)}
+    assert all(calls[f] <= stock_calls[f] for f in transformers), {
+        f: (stock_calls[f], calls[f]) for f in transformers if calls[f] > stock_calls[f]
     }
     extra = Counter({f: n for f, n in (calls - stock_calls).items() if not f.startswith(REPO)})
     assert not [f for f in extra if f.rpartition(":")[2] not in ALLOWED], dict(extra)
