@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from benchmarks.kit.interleave import median_ratio
+
 NATIVE = "native"
 INTERLEAVED = "interleaved_median_ratio"
 NATIVE_FIGURES = "native_figures"
@@ -39,8 +41,6 @@ def record_interleaved(
     """Put a variant's interleaved timing against ``times[NATIVE]`` (`kit.interleave.round_robin`) in
     its benchmark's extra_info, with its `target` time ratio, native's memory `native_figures` and the
     variant's own `figures`; returns the median ratio."""
-    from benchmarks.kit.interleave import median_ratio
-
     ratio = median_ratio(times, variant, NATIVE)
     benchmark.extra_info.update(figures, variant=variant, **{INTERLEAVED: ratio})
     benchmark.extra_info["interleaved_min_ratio"] = min(times[variant]) / min(times[NATIVE])
